@@ -1,0 +1,1 @@
+// Buffer: placeholder until its first source lands.

@@ -1,0 +1,1 @@
+// UplinkConfig: placeholder until its first source lands.

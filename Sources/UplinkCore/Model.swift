@@ -1,0 +1,248 @@
+/// The four Modbus data areas.
+public enum Area: String, Sendable, Hashable, CaseIterable, Comparable {
+    case coil = "coil"
+    case discreteInput = "discrete_input"
+    case holdingRegister = "holding_register"
+    case inputRegister = "input_register"
+
+    /// Coils and discrete inputs are read as bits, the other two as 16-bit registers.
+    public var isBitArea: Bool { self == .coil || self == .discreteInput }
+
+    /// Most units one read request can carry for this area (Modbus application protocol v1.1b3).
+    public var protocolLimit: Int { isBitArea ? 2000 : 125 }
+
+    /// The leading digit of the 1-based Modicon notation (0xxxxx coils, 1xxxxx discrete inputs,
+    /// 3xxxxx input registers, 4xxxxx holding registers).
+    public var modiconPrefix: Int {
+        switch self {
+        case .coil: 0
+        case .discreteInput: 1
+        case .inputRegister: 3
+        case .holdingRegister: 4
+        }
+    }
+
+    /// Names accepted in configs and on the command line, short forms included.
+    public static func named(_ name: String) -> Area? {
+        switch name.lowercased() {
+        case "coil", "coils": .coil
+        case "discrete", "discrete_input", "discrete_inputs": .discreteInput
+        case "holding", "holding_register", "holding_registers": .holdingRegister
+        case "input", "input_register", "input_registers": .inputRegister
+        default: nil
+        }
+    }
+
+    public static func < (lhs: Area, rhs: Area) -> Bool { lhs.modiconPrefix < rhs.modiconPrefix }
+}
+
+/// How a signal's bits are laid out and what value they mean.
+public enum DataType: Sendable, Hashable {
+    /// One coil or discrete input.
+    case bool
+    /// One bit (0 = least significant) of a holding or input register.
+    case bit(Int)
+    case int16, uint16, int32, uint32, int64, uint64, float32, float64
+    /// ASCII text packed two characters per register over this many registers.
+    case string(registers: Int)
+
+    /// Registers (or bits, for `.bool`) the value occupies.
+    public var width: Int {
+        switch self {
+        case .bool, .bit, .int16, .uint16: 1
+        case .int32, .uint32, .float32: 2
+        case .int64, .uint64, .float64: 4
+        case .string(let registers): registers
+        }
+    }
+
+    /// The name used in configs, e.g. `float32`.
+    public var name: String {
+        switch self {
+        case .bool: "bool"
+        case .bit: "bit"
+        case .int16: "int16"
+        case .uint16: "uint16"
+        case .int32: "int32"
+        case .uint32: "uint32"
+        case .int64: "int64"
+        case .uint64: "uint64"
+        case .float32: "float32"
+        case .float64: "float64"
+        case .string: "string"
+        }
+    }
+
+    public static let names = ["bool", "bit", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
+
+    /// Types whose layout `bit` and `registers` do not complete; nil for `bit` and `string`.
+    public static func fixed(_ name: String) -> DataType? {
+        switch name {
+        case "bool": .bool
+        case "int16": .int16
+        case "uint16": .uint16
+        case "int32": .int32
+        case "uint32": .uint32
+        case "int64": .int64
+        case "uint64": .uint64
+        case "float32": .float32
+        case "float64": .float64
+        default: nil
+        }
+    }
+
+    /// Whether the type can live in the area: bools in the bit areas, everything else in registers.
+    public func fits(_ area: Area) -> Bool {
+        if case .bool = self { return area.isBitArea }
+        return !area.isBitArea
+    }
+
+    /// Whether the byte order setting changes how this type is read.
+    public var isMultiByte: Bool {
+        switch self {
+        case .bool, .bit: false
+        default: true
+        }
+    }
+}
+
+/// Byte and word order of multi-register values, named after a 32-bit value's bytes A (most
+/// significant) to D as they arrive on the wire. 16-bit types use only the byte half (AB or BA);
+/// 64-bit types extend the same rule (CDAB reverses all four words).
+public enum ByteOrder: String, Sendable, Hashable, CaseIterable {
+    case abcd = "ABCD"
+    case badc = "BADC"
+    case cdab = "CDAB"
+    case dcba = "DCBA"
+
+    /// The most significant word comes first.
+    public var highWordFirst: Bool { self == .abcd || self == .badc }
+    /// The bytes inside each register are swapped.
+    public var bytesSwapped: Bool { self == .badc || self == .dcba }
+}
+
+/// One value to read from a device, as validated from the config.
+public struct Signal: Sendable, Hashable {
+    public var name: String
+    public var area: Area
+    /// 0-based PDU address.
+    public var address: Int
+    public var type: DataType
+    public var order: ByteOrder
+    public var scale: Double
+    public var offset: Double
+    public var unit: String?
+    /// Poll interval in milliseconds; the device's when not set per signal.
+    public var intervalMs: Int
+
+    public init(name: String, area: Area, address: Int, type: DataType, order: ByteOrder = .abcd,
+                scale: Double = 1, offset: Double = 0, unit: String? = nil, intervalMs: Int = 1000) {
+        self.name = name
+        self.area = area
+        self.address = address
+        self.type = type
+        self.order = order
+        self.scale = scale
+        self.offset = offset
+        self.unit = unit
+        self.intervalMs = intervalMs
+    }
+
+    /// One past the last register (or bit) the signal occupies.
+    public var end: Int { address + type.width }
+}
+
+/// Serial line settings for Modbus RTU.
+public struct SerialSettings: Sendable, Hashable {
+    public enum Parity: String, Sendable, Hashable, CaseIterable { case none = "N", even = "E", odd = "O" }
+    public var port: String
+    public var baud: Int
+    public var parity: Parity
+    public var dataBits: Int
+    public var stopBits: Int
+
+    public init(port: String, baud: Int = 9600, parity: Parity = .none, dataBits: Int = 8, stopBits: Int = 1) {
+        self.port = port
+        self.baud = baud
+        self.parity = parity
+        self.dataBits = dataBits
+        self.stopBits = stopBits
+    }
+}
+
+/// Where a device is reached.
+public enum Transport: Sendable, Hashable {
+    case tcp(host: String, port: Int)
+    /// RTU on a named serial bus; devices naming the same bus share it one request at a time.
+    case rtu(bus: String, settings: SerialSettings)
+}
+
+/// How a device is polled and what limits its requests obey.
+public struct PollSettings: Sendable, Hashable {
+    public var intervalMs: Int
+    public var timeoutMs: Int
+    public var retries: Int
+    /// Pause between two requests to the device (some serial devices need one).
+    public var delayMs: Int
+    public var maxRegistersPerRequest: Int
+    public var maxBitsPerRequest: Int
+    /// Unused registers (or bits) the planner may read to merge two requests.
+    public var maxGap: Int
+    /// Read every signal with its own request (for devices that reject block reads).
+    public var singleReads: Bool
+
+    public init(intervalMs: Int = 1000, timeoutMs: Int = 1000, retries: Int = 1, delayMs: Int = 0,
+                maxRegistersPerRequest: Int = 125, maxBitsPerRequest: Int = 2000, maxGap: Int = 10,
+                singleReads: Bool = false) {
+        self.intervalMs = intervalMs
+        self.timeoutMs = timeoutMs
+        self.retries = retries
+        self.delayMs = delayMs
+        self.maxRegistersPerRequest = maxRegistersPerRequest
+        self.maxBitsPerRequest = maxBitsPerRequest
+        self.maxGap = maxGap
+        self.singleReads = singleReads
+    }
+
+    /// The per-request limit for an area: the device's own, never above the protocol's.
+    public func limit(for area: Area) -> Int {
+        min(area.isBitArea ? maxBitsPerRequest : maxRegistersPerRequest, area.protocolLimit)
+    }
+}
+
+/// One machine to poll.
+public struct Device: Sendable, Hashable {
+    public var name: String
+    public var transport: Transport
+    public var unit: Int
+    public var poll: PollSettings
+    public var signals: [Signal]
+
+    public init(name: String, transport: Transport, unit: Int = 1, poll: PollSettings = PollSettings(), signals: [Signal]) {
+        self.name = name
+        self.transport = transport
+        self.unit = unit
+        self.poll = poll
+        self.signals = signals
+    }
+}
+
+/// Identity of this agent, used in topics and payloads.
+public struct AgentIdentity: Sendable, Hashable {
+    public var name: String
+    public var site: String
+    public init(name: String = "uplink", site: String = "default") {
+        self.name = name
+        self.site = site
+    }
+}
+
+/// A whole validated configuration.
+public struct UplinkConfiguration: Sendable, Hashable {
+    public var agent: AgentIdentity
+    public var devices: [Device]
+    public init(agent: AgentIdentity = AgentIdentity(), devices: [Device]) {
+        self.agent = agent
+        self.devices = devices
+    }
+}

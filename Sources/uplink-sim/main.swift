@@ -1,0 +1,1 @@
+print("uplink-sim: not built yet")

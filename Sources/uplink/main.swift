@@ -1,0 +1,1 @@
+print("uplink: not built yet")
