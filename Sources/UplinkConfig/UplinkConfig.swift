@@ -1,1 +1,0 @@
-// UplinkConfig: placeholder until its first source lands.

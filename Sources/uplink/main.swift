@@ -1,1 +1,0 @@
-print("uplink: not built yet")
