@@ -22,9 +22,9 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto
   systemctl stop mosquitto || true
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pymodbus" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pymodbus, serial" 2>/dev/null; then
   echo "setup: creating .venv with pymodbus"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check "pymodbus==3.8.6"
+  .venv/bin/pip install -q --disable-pip-version-check "pymodbus[serial]==3.8.6"
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
