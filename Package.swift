@@ -40,6 +40,10 @@ let package = Package(
             "UplinkCore", "UplinkConfig", "Modbus", "Collector",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "uplink-bench", dependencies: [
+            "UplinkCore", "Modbus", "Collector",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "uplink-sim", dependencies: [
             "Simulator",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -49,6 +53,7 @@ let package = Package(
         .testTarget(name: "UplinkConfigTests", dependencies: ["UplinkConfig", "UplinkCore"], resources: [.copy("testcases")]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "Collector", "UplinkCore", "TestSupport"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Modbus", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "BufferTests", dependencies: ["Buffer", "UplinkCore", "TestSupport"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),

@@ -6,12 +6,15 @@ import Yams
 public enum ConfigLoader {
     /// Reads and validates the config at `path`.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> UplinkConfiguration {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
+        let fd = open(path, O_RDONLY)
+        if fd < 0 {
+            let reason = String(cString: strerror(errno))
             throw ConfigError(issues: [ConfigIssue(file: path, line: 0, column: 0, path: "",
-                                                   message: "cannot read the file (\(Self.reason(error))); check the path and its permissions")])
+                                                   message: "cannot read the file (\(reason)); expected a readable YAML config at this path")])
+        }
+        let data = FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(issues: [ConfigIssue(file: path, line: 0, column: 0, path: "", message: "the file is not UTF-8 text; expected a YAML config")])
         }
         return try parse(text, file: path, environment: environment)
     }
@@ -27,7 +30,7 @@ public enum ConfigLoader {
         } catch let error as ConfigError {
             throw error
         } catch let error as YamlError {
-            throw ConfigError(issues: [syntaxIssue(error, file: file)])
+            throw ConfigError(issues: [syntaxIssue(error, file: file, text: text)])
         } catch {
             throw ConfigError(issues: [ConfigIssue(file: file, line: 0, column: 0, path: "", message: "not valid YAML: \(error)")])
         }
@@ -39,22 +42,19 @@ public enum ConfigLoader {
         return config
     }
 
-    static func syntaxIssue(_ error: YamlError, file: String) -> ConfigIssue {
+    static func syntaxIssue(_ error: YamlError, file: String, text: String) -> ConfigIssue {
         switch error {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-            return ConfigIssue(file: file, line: mark.line, column: mark.column, path: "", message: "YAML syntax error: \(problem)")
+            // `{ port: ${PORT} }` breaks YAML's flow syntax; say how to write it.
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            let nearby = lines.dropFirst(max(0, mark.line - 2)).prefix(2)
+            let hint = nearby.contains { $0.contains("${") && $0.contains("{ ") } ? "; expected ${VAR} references inside { } to be quoted: \"${VAR}\"" : ""
+            return ConfigIssue(file: file, line: mark.line, column: mark.column, path: "", message: "YAML syntax error: \(problem)\(hint)")
         default:
             return ConfigIssue(file: file, line: 0, column: 0, path: "", message: "YAML syntax error: \(error)")
         }
     }
 
-    static func reason(_ error: any Error) -> String {
-        let ns = error as NSError
-        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(underlying.code)))
-        }
-        return ns.localizedDescription
-    }
 }
 
 /// Builds the model section by section, reporting into the reader.

@@ -182,8 +182,8 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Runs a command to completion and returns (status, merged output).
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                           timeout: Double = 60) throws -> (status: Int32, output: String) {
-        let child = try ChildProcess(executable, arguments, environment: environment)
+                           currentDirectory: URL? = nil, timeout: Double = 60) throws -> (status: Int32, output: String) {
+        let child = try ChildProcess(executable, arguments, environment: environment, currentDirectory: currentDirectory)
         guard let status = child.waitForExit(timeout: timeout) else {
             child.stop()
             return (-1, child.outputText + "\n[timed out after \(timeout)s]")
