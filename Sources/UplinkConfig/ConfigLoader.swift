@@ -61,7 +61,7 @@ public enum ConfigLoader {
 struct ConfigBuilder {
     let reader: YAMLReader
 
-    static let topKeys = ["agent", "defaults", "serial_buses", "devices"]
+    static let topKeys = ["agent", "defaults", "serial_buses", "devices", "mqtt", "buffer"]
     static let agentKeys = ["name", "site"]
     static let pollKeys = ["interval", "timeout", "retries", "request_delay", "max_registers_per_request",
                            "max_bits_per_request", "max_gap", "single_reads"]
@@ -93,7 +93,9 @@ struct ConfigBuilder {
             names[device.name] = cursor.line
             devices.append(device)
         }
-        return UplinkConfiguration(agent: agent ?? AgentIdentity(), devices: devices)
+        let mqtt = top["mqtt"].flatMap(mqttSettings)
+        let buffer = top["buffer"].flatMap(bufferSettings) ?? BufferSettings()
+        return UplinkConfiguration(agent: agent ?? AgentIdentity(), devices: devices, mqtt: mqtt, buffer: buffer)
     }
 
     func agentIdentity(_ at: Cursor) -> AgentIdentity? {

@@ -162,19 +162,20 @@ final class YAMLReader {
     }
 
     static func parseDuration(_ text: String) -> Int? {
-        let units: [(String, Double)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+        let units: [(String, Double)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (suffix, factor) in units where text.hasSuffix(suffix) {
             let number = text.dropLast(suffix.count)
             // "5m" must not be read as "5" + "m" when the text is "5ms": ms is tried first.
             guard let value = Double(number), value.isFinite, value >= 0 else { return nil }
             let ms = value * factor
-            guard ms <= Double(Int32.max) else { return nil }
+            guard ms <= 1e12 else { return nil }
             return Int(ms.rounded())
         }
         return nil
     }
 
     static func format(_ ms: Int) -> String {
+        if ms % 86_400_000 == 0 { return "\(ms / 86_400_000)d" }
         if ms % 3_600_000 == 0 { return "\(ms / 3_600_000)h" }
         if ms % 60_000 == 0 { return "\(ms / 60_000)m" }
         if ms % 1000 == 0 { return "\(ms / 1000)s" }

@@ -241,8 +241,106 @@ public struct AgentIdentity: Sendable, Hashable {
 public struct UplinkConfiguration: Sendable, Hashable {
     public var agent: AgentIdentity
     public var devices: [Device]
-    public init(agent: AgentIdentity = AgentIdentity(), devices: [Device]) {
+    /// Where to publish; nil when the config has no `mqtt` section (then `uplink run` needs `--broker`).
+    public var mqtt: MQTTSettings?
+    public var buffer: BufferSettings
+    public init(agent: AgentIdentity = AgentIdentity(), devices: [Device], mqtt: MQTTSettings? = nil, buffer: BufferSettings = BufferSettings()) {
         self.agent = agent
         self.devices = devices
+        self.mqtt = mqtt
+        self.buffer = buffer
+    }
+}
+
+/// How to reach the platform broker and what to publish there.
+public struct MQTTSettings: Sendable, Hashable {
+    public enum ProtocolVersion: String, Sendable, Hashable, CaseIterable { case v311 = "3.1.1", v5 = "5" }
+    public enum PasswordSource: Sendable, Hashable {
+        /// Read from this file (trailing newline dropped) at start and on reload.
+        case file(String)
+        /// Read from this environment variable.
+        case environment(String)
+    }
+    public struct TLS: Sendable, Hashable {
+        public var caFile: String?
+        public var caPath: String?
+        public var certFile: String?
+        public var keyFile: String?
+        /// Skips server certificate verification (logged as a warning at every start).
+        public var insecure: Bool
+        public init(caFile: String? = nil, caPath: String? = nil, certFile: String? = nil, keyFile: String? = nil, insecure: Bool = false) {
+            self.caFile = caFile
+            self.caPath = caPath
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.insecure = insecure
+        }
+    }
+
+    public var host: String
+    public var port: Int
+    public var tls: TLS?
+    public var clientID: String?
+    public var protocolVersion: ProtocolVersion
+    public var qos: Int
+    public var username: String?
+    public var password: PasswordSource?
+    public var keepaliveSeconds: Int
+    public var topicPrefix: String
+    /// Template with {prefix}, {site}, {agent}, {device}.
+    public var dataTopic: String
+    public var statusTopic: String
+    /// Messages published and not yet acknowledged, at most.
+    public var maxInflight: Int
+    /// Larger batches are split over several messages.
+    public var maxMessageBytes: Int
+    public var reconnectMinMs: Int
+    public var reconnectMaxMs: Int
+    /// Payload profile name (`json`).
+    public var payload: String
+
+    public init(host: String = "127.0.0.1", port: Int = 1883, tls: TLS? = nil, clientID: String? = nil,
+                protocolVersion: ProtocolVersion = .v311, qos: Int = 1, username: String? = nil, password: PasswordSource? = nil,
+                keepaliveSeconds: Int = 30, topicPrefix: String = "uplink", dataTopic: String = "{prefix}/{site}/{device}/data",
+                statusTopic: String = "{prefix}/{site}/{agent}/status", maxInflight: Int = 64, maxMessageBytes: Int = 256 * 1024,
+                reconnectMinMs: Int = 1000, reconnectMaxMs: Int = 60_000, payload: String = "json") {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.clientID = clientID
+        self.protocolVersion = protocolVersion
+        self.qos = qos
+        self.username = username
+        self.password = password
+        self.keepaliveSeconds = keepaliveSeconds
+        self.topicPrefix = topicPrefix
+        self.dataTopic = dataTopic
+        self.statusTopic = statusTopic
+        self.maxInflight = maxInflight
+        self.maxMessageBytes = maxMessageBytes
+        self.reconnectMinMs = reconnectMinMs
+        self.reconnectMaxMs = reconnectMaxMs
+        self.payload = payload
+    }
+}
+
+/// Bounds and policy of the disk buffer.
+public struct BufferSettings: Sendable, Hashable {
+    public enum WhenFull: String, Sendable, Hashable, CaseIterable {
+        case dropOldest = "drop_oldest"
+        case dropNewest = "drop_newest"
+    }
+    public var maxBytes: Int64
+    /// Records older than this are dropped (counted) even if there is room.
+    public var maxAgeMs: Int64
+    public var whenFull: WhenFull
+    /// Records waiting longer than this before they are sent are marked late.
+    public var lateAfterMs: Int64
+
+    public init(maxBytes: Int64 = 256 * 1024 * 1024, maxAgeMs: Int64 = 7 * 86_400_000, whenFull: WhenFull = .dropOldest, lateAfterMs: Int64 = 10_000) {
+        self.maxBytes = maxBytes
+        self.maxAgeMs = maxAgeMs
+        self.whenFull = whenFull
+        self.lateAfterMs = lateAfterMs
     }
 }
