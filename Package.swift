@@ -33,11 +33,15 @@ let package = Package(
         .target(name: "Buffer", dependencies: ["UplinkCore", "CSQLite"]),
         // Swift over libmosquitto.
         .target(name: "MQTT", dependencies: ["CMosquitto"]),
+        // Payload profiles, topics, and the drain loop from the buffer to the broker.
+        .target(name: "Publisher", dependencies: ["UplinkCore", "Buffer", "MQTT"]),
+        // The `uplink run` daemon: wiring, lifecycle, logs, systemd, status.
+        .target(name: "Agent", dependencies: ["UplinkCore", "UplinkConfig", "Collector", "Buffer", "MQTT", "Publisher"]),
         // Simulated machines served over Modbus TCP and RTU.
         .target(name: "Simulator", dependencies: [.product(name: "Yams", package: "Yams")]),
 
         .executableTarget(name: "uplink", dependencies: [
-            "UplinkCore", "UplinkConfig", "Modbus", "Collector",
+            "UplinkCore", "UplinkConfig", "Modbus", "Collector", "Buffer", "Agent",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "uplink-bench", dependencies: [
@@ -54,6 +58,8 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "Collector", "UplinkCore", "TestSupport"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Modbus", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "PublisherTests", dependencies: ["Publisher", "Buffer", "UplinkCore"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "TestSupport"]),
         .testTarget(name: "BufferTests", dependencies: ["Buffer", "UplinkCore", "TestSupport"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),

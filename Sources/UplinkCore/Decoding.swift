@@ -78,11 +78,20 @@ public enum Decoder {
     public static func scaled(_ value: Value, scale: Double, offset: Double) -> Value {
         guard scale != 1 || offset != 0 else { return value }
         switch value {
-        case .int(let v): return .double(Double(v) * scale + offset)
-        case .uint(let v): return .double(Double(v) * scale + offset)
-        case .double(let v): return .double(v * scale + offset)
+        case .int(let v): return .double(apply(Double(v), scale, offset))
+        case .uint(let v): return .double(apply(Double(v), scale, offset))
+        case .double(let v): return .double(apply(v, scale, offset))
         case .bool, .string: return value
         }
+    }
+
+    /// Scales like a person would: 2001 × 0.1 is 200.1, not 200.10000000000002. Dividing by the
+    /// exact inverse of a decimal scale (10, 100, ...) gives the correctly rounded result.
+    @inline(__always)
+    static func apply(_ v: Double, _ scale: Double, _ offset: Double) -> Double {
+        let inverse = 1 / scale
+        let scaled = abs(inverse) > 1 && inverse == inverse.rounded() ? v / inverse : v * scale
+        return scaled + offset
     }
 
     /// Decodes and scales one signal from the words (or bits) of the request that carried it.

@@ -85,6 +85,9 @@ struct DecoderRuleTests {
         #expect(Decoder.scaled(.int(-123), scale: 0.1, offset: 0) == .double(-12.3))
         #expect(Decoder.scaled(.uint(1000), scale: 0.01, offset: -5) == .double(5))
         #expect(Decoder.scaled(.uint(7), scale: 1, offset: 0) == .uint(7), "identity keeps integers exact")
+        #expect(Decoder.scaled(.uint(2001), scale: 0.1, offset: 0) == .double(200.1), "decimal scales round like a person expects")
+        #expect(Decoder.scaled(.int(-12345), scale: 0.001, offset: 0) == .double(-12.345))
+        #expect(Decoder.scaled(.uint(3), scale: 2.5, offset: 0.5) == .double(8))
         #expect(Decoder.scaled(.bool(true), scale: 10, offset: 1) == .bool(true))
     }
 
