@@ -19,6 +19,8 @@ public enum LinkEvent: Sendable, Hashable {
     case connected
     case disconnected(reason: String)
     case acknowledged(mid: Int32)
+    /// The broker answered with a failure reason code (MQTT 5): the records are sent again.
+    case refused(mid: Int32, reason: String)
 }
 
 /// Counters for status and benchmarks.
@@ -88,6 +90,12 @@ public actor Publisher {
             stats.lastError = reason
         case .acknowledged(let mid):
             if let seqs = inflight.removeValue(forKey: mid) { acknowledge(seqs) }
+        case .refused(let mid, let reason):
+            if inflight.removeValue(forKey: mid) != nil {
+                stats.lastError = reason
+                onError("the broker refused a message (\(reason)); its records will be sent again")
+                await buffer.rewind()
+            }
         }
         wake?.yield()
     }

@@ -4,12 +4,12 @@ import ArgumentParser
 import Foundation
 
 @main
-struct Uplink: ParsableCommand {
+struct Uplink: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "uplink",
         abstract: "Collects Modbus readings from factory machines and publishes them over MQTT.",
         discussion: "Exit codes: 0 success, 64 bad command line, 69 device unreachable, 78 config error.",
-        subcommands: [Check.self, Read.self]
+        subcommands: [Run.self, Check.self, Read.self, Status.self]
     )
 }
 

@@ -3,7 +3,12 @@ import Synchronization
 import TestSupport
 @testable import MQTT
 
-/// A mosquitto broker of our own on 127.0.0.1 with a test-only config. Stopped on deinit.
+/// A mosquitto broker of our own on 127.0.0.1 with a test-only config. Killed on deinit.
+///
+/// Stopped with SIGKILL: children started from a test inherit a signal mask with SIGTERM
+/// blocked (Foundation's Process on Linux), so SIGTERM would only take effect after
+/// `ChildProcess.stop()`'s 3 s grace period. For a broker without persistence, SIGKILL is the
+/// same outage as seen from the client.
 final class Broker {
     static let executable: String? = TestSupport.which("mosquitto") ?? ["/usr/sbin/mosquitto"].first {
         FileManager.default.isExecutableFile(atPath: $0)
@@ -40,7 +45,8 @@ final class Broker {
     }
 
     func stop() {
-        process?.stop()
+        process?.signal(SIGKILL)
+        process?.waitForExit(timeout: 10)
         process = nil
     }
 
@@ -52,7 +58,7 @@ final class Broker {
         await eventually(timeout: timeout) { self.log.contains(text) }
     }
 
-    deinit { process?.stop() }
+    deinit { stop() }
 }
 
 struct TestError: Error, CustomStringConvertible {

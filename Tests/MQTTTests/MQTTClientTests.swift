@@ -171,7 +171,7 @@ struct MQTTBrokerTests {
         options.will = MQTTWill(topic: "gateways/clean/status", payload: "offline")
         let (client, log) = try await connectedClient(options)
         await client.disconnect()
-        #expect(log.all.last == .stopped)
+        #expect(await log.wait { $0.all.last == .stopped })
         // The broker has processed the DISCONNECT (and dropped the will) once it logs it.
         #expect(await broker.waitForLog("Client clean-leaver disconnected."))
         try sub.publish(topic: "gateways/marker/status", text: "marker")
@@ -234,7 +234,7 @@ struct MQTTBrokerTests {
         #expect(log.failures.allSatisfy { if case .network = $0 { true } else { false } })
         #expect(throws: MQTTError.notConnected) { try client.publish(topic: "a", text: "x", qos: .atMostOnce) }
         await client.disconnect()
-        #expect(log.all.last == .stopped)
+        #expect(await log.wait { $0.all.last == .stopped })
     }
 
     @Test func aBrokerThatAppearsLaterIsConnectedToByTheRetries() async throws {
@@ -267,10 +267,10 @@ struct MQTTBrokerTests {
         var options = testOptions(broker.port, id: "persistent-gw")
         options.cleanSession = false
         let (first, firstLog) = try await connectedClient(options)
-        #expect(firstLog.all.contains(.connected(sessionPresent: false)))
+        #expect(await firstLog.wait { $0.all.contains(.connected(sessionPresent: false)) })
         await first.disconnect()
         let (second, secondLog) = try await connectedClient(options)
-        #expect(secondLog.all.contains(.connected(sessionPresent: true)))
+        #expect(await secondLog.wait { $0.all.contains(.connected(sessionPresent: true)) })
         await second.disconnect()
     }
 }

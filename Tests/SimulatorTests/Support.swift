@@ -45,8 +45,8 @@ final class SimProcess {
     private(set) var endpoints: [String: Endpoint] = [:]
     private(set) var controlPort: Int?
 
-    init(scenario: String, arguments: [String] = []) throws {
-        directory = TestSupport.temporaryDirectory("uplink-sim")
+    convenience init(scenario: String, arguments: [String] = []) throws {
+        let directory = TestSupport.temporaryDirectory("uplink-sim")
         let file = directory.appendingPathComponent("scenario.yaml")
         try scenario.write(to: file, atomically: true, encoding: .utf8)
         try self.init(file: file.path, arguments: arguments, directory: directory)

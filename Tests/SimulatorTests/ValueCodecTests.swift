@@ -17,11 +17,12 @@ struct ValueCodecTests {
 
     @Test("64-bit orders extend the rule: CDAB reverses all four words")
     func orders64() {
-        let value = Double(0x0102_0304_0506_0708)
-        #expect(ValueCodec.encode(value, as: .uint64, order: .abcd) == [0x0102, 0x0304, 0x0506, 0x0708])
-        #expect(ValueCodec.encode(value, as: .uint64, order: .cdab) == [0x0708, 0x0506, 0x0304, 0x0102])
-        #expect(ValueCodec.encode(value, as: .uint64, order: .badc) == [0x0201, 0x0403, 0x0605, 0x0807])
-        #expect(ValueCodec.encode(value, as: .uint64, order: .dcba) == [0x0807, 0x0605, 0x0403, 0x0201])
+        // Values are doubles in the simulator, exact up to 2^53: 0x0011223344556677 fits.
+        let value = Double(0x0011_2233_4455_6677)
+        #expect(ValueCodec.encode(value, as: .uint64, order: .abcd) == [0x0011, 0x2233, 0x4455, 0x6677])
+        #expect(ValueCodec.encode(value, as: .uint64, order: .cdab) == [0x6677, 0x4455, 0x2233, 0x0011])
+        #expect(ValueCodec.encode(value, as: .uint64, order: .badc) == [0x1100, 0x3322, 0x5544, 0x7766])
+        #expect(ValueCodec.encode(value, as: .uint64, order: .dcba) == [0x7766, 0x5544, 0x3322, 0x1100])
     }
 
     @Test("16-bit values use only the byte half of the order")
