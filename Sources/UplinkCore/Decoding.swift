@@ -38,12 +38,20 @@ public enum Decoder {
         case .uint64:
             return .success(.uint(raw(words, 4, order)))
         case .float32:
-            return .success(.double(Double(Float(bitPattern: UInt32(truncatingIfNeeded: raw(words, 2, order))))))
+            return .success(.double(widen(Float(bitPattern: UInt32(truncatingIfNeeded: raw(words, 2, order))))))
         case .float64:
             return .success(.double(Double(bitPattern: raw(words, 4, order))))
         case .string(let registers):
             return decodeString(words.prefix(registers), bytesSwapped: order.bytesSwapped)
         }
+    }
+
+    /// A float32 as the Double of its shortest decimal form: 220.46788, not 220.46788024902344 (the
+    /// float32 nearest to either is the same, so nothing is lost, and platforms see what the device meant).
+    @inline(__always)
+    static func widen(_ f: Float) -> Double {
+        guard f.isFinite, f != 0 else { return Double(f) }
+        return Double(f.description) ?? Double(f)
     }
 
     /// The big-endian integer formed by `count` words after applying the byte and word order.

@@ -39,7 +39,13 @@ struct DecoderVectorTests {
             case "-Infinity": #expect(d == -.infinity)
             default:
                 let expected = try #require(Double(v.expected))
-                #expect(d == expected)
+                if v.type == "float32" {
+                    // Carried as the shortest decimal of the float32: the same float32, exactly.
+                    #expect(Float(d) == Float(expected))
+                    #expect(Double(Float(expected).description) == d)
+                } else {
+                    #expect(d == expected)
+                }
                 #expect(d.sign == expected.sign, "sign of zero")
             }
         case .bool: Issue.record("a numeric vector decoded as bool")
@@ -89,6 +95,12 @@ struct DecoderRuleTests {
         #expect(Decoder.scaled(.int(-12345), scale: 0.001, offset: 0) == .double(-12.345))
         #expect(Decoder.scaled(.uint(3), scale: 2.5, offset: 0.5) == .double(8))
         #expect(Decoder.scaled(.bool(true), scale: 10, offset: 1) == .bool(true))
+    }
+
+    @Test func float32IsCarriedAsItsShortestDecimal() throws {
+        // 220.46788f = 0x435C77C7
+        let value = try Decoder.decode(.float32, order: .abcd, words: [0x435C, 0x77C7]).get()
+        #expect(value == .double(220.46788))
     }
 
     @Test func uint64ExtremeStaysExact() throws {
