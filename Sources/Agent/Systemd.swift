@@ -64,6 +64,11 @@ public final class SignalEvents {
 
     public init(_ signals: [Int32] = [SIGTERM, SIGINT, SIGHUP]) {
         signal(SIGPIPE, SIG_IGN)
+        // A parent may have started us with these signals blocked; they must reach us.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for number in signals { sigaddset(&set, number) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         let (stream, continuation) = AsyncStream<Int32>.makeStream()
         self.stream = stream
         sources = signals.map { number in

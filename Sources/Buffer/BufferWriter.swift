@@ -50,8 +50,10 @@ public final class BufferWriter: Sendable {
     }
 
     /// Queues `batches` for the next group commit; never blocks. `completion` runs on the writer
-    /// thread with the `AppendResult` (committed batches with seqs, drops), or `.full` (reject
-    /// policy), `.diskFull`/`.io` (nothing stored, counted) or `.closed`.
+    /// thread after the commit with the `AppendResult` (committed batches with seqs, drops), or
+    /// `.full` (reject policy), `.diskFull`/`.io` (nothing stored, counted). When the queue is full
+    /// (a `.queueOverflow` drop) or the writer is closed (`.closed`) it runs at once on the
+    /// calling thread. Keep it short: it delays the next commit.
     public func submit(_ batches: [PollBatch],
                        completion: (@Sendable (Result<AppendResult, BufferError>) -> Void)? = nil) {
         engine.submit(batches, completion: completion ?? { _ in })

@@ -185,7 +185,7 @@ final class Core {
     }
 
     deinit {
-        if lockFD >= 0 { Glibc.close(lockFD) }
+        if lockFD >= 0 { systemClose(lockFD) }
     }
 
     // MARK: Open
@@ -198,14 +198,14 @@ final class Core {
             throw .cannotOpen(path: dirPath, reason: "cannot create the state directory: \(error.localizedDescription)")
         }
         let lockPath = directory.appendingPathComponent(Layout.lockName).path
-        let fd = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = systemOpen(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
             throw .cannotOpen(path: lockPath, reason: reason)
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let err = errno
-            Glibc.close(fd)
+            systemClose(fd)
             if err == EWOULDBLOCK { throw .inUse(path: dirPath) }
             throw .cannotOpen(path: lockPath, reason: String(cString: strerror(err)))
         }
@@ -231,16 +231,16 @@ final class Core {
             do {
                 core = try Core(db: db, options: options, directory: directory, lockFD: fd, meta: meta)
             } catch {
-                throw BufferError.cannotOpen(path: path, reason: error.description)
+                throw BufferError.cannotOpen(path: path, reason: "\(error)")
             }
             // Apply the age bound now, so a long-stopped agent does not send stale data first.
             if options.maxAge != nil { _ = core.write(submissions: [], acks: []) }
             return (core, report)
         } catch let error as BufferError {
-            Glibc.close(fd)
+            systemClose(fd)
             throw error
         } catch {
-            Glibc.close(fd)
+            systemClose(fd)
             throw .cannotOpen(path: dirPath, reason: "\(error)")
         }
     }
@@ -658,12 +658,30 @@ final class Core {
     func close() {
         guard !closed else { return }
         closed = true
-        // Statements are finalized with the Core; close_v2 defers the close until then and
-        // checkpoints the WAL. Release the directory lock now.
+        for stmt in [insertStmt, upsertMetaStmt, deleteRangeStmt, scanStmt, readStmt, oldestStmt] { stmt.finalize() }
+        // The last connection to close checkpoints the WAL into the database file.
         try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
         if lockFD >= 0 {
-            Glibc.close(lockFD)
+            systemClose(lockFD)
             lockFD = -1
         }
     }
+}
+
+/// open(2) and close(2), named apart from the methods called `open` and `close`.
+func systemOpen(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
+    #if canImport(Glibc)
+    Glibc.open(path, flags, mode)
+    #elseif canImport(Darwin)
+    Darwin.open(path, flags, mode)
+    #endif
+}
+
+func systemClose(_ fd: Int32) {
+    #if canImport(Glibc)
+    _ = Glibc.close(fd)
+    #elseif canImport(Darwin)
+    _ = Darwin.close(fd)
+    #endif
 }

@@ -23,6 +23,7 @@ struct SQLiteError: Error, CustomStringConvertible {
 final class SQLiteDatabase {
     let handle: OpaquePointer
     let path: String
+    private var isOpen = true
 
     /// Opens `path` with the given `SQLITE_OPEN_*` flags. The handle is closed on deinit.
     init(path: String, flags: Int32) throws(SQLiteError) {
@@ -40,6 +41,14 @@ final class SQLiteDatabase {
     }
 
     deinit {
+        close()
+    }
+
+    /// Closes the connection (after its statements were finalized, or deferred until they are).
+    /// The handle must not be used afterwards.
+    func close() {
+        guard isOpen else { return }
+        isOpen = false
         sqlite3_close_v2(handle)
     }
 
@@ -87,7 +96,8 @@ final class SQLiteDatabase {
 }
 
 final class SQLiteStatement {
-    private let stmt: OpaquePointer
+    /// nil once finalized; SQLite treats calls on a NULL statement as harmless misuse.
+    private var stmt: OpaquePointer?
     private unowned let db: SQLiteDatabase
     private let sql: String
 
@@ -97,7 +107,13 @@ final class SQLiteStatement {
         self.sql = sql
     }
 
-    deinit { sqlite3_finalize(stmt) }
+    deinit { finalize() }
+
+    func finalize() {
+        guard let stmt else { return }
+        sqlite3_finalize(stmt)
+        self.stmt = nil
+    }
 
     /// Resets the statement and clears its bindings, ready for the next use.
     func reset() {

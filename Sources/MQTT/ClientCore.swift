@@ -36,7 +36,8 @@ final class ClientCore: Sendable {
         var unacked = Set<Int>()
         var unsentQoS0 = Set<Int>()
         var earlyAcks = Set<Int>()
-        var subscriptions: [(filter: String, qos: MQTTQoS)] = []
+        /// Filters to keep subscribed; `sent` once a SUBSCRIBE went out on a connection.
+        var subscriptions: [(filter: String, qos: MQTTQoS, sent: Bool)] = []
         var connectWaiters: [Int: CheckedContinuation<Result<Void, MQTTError>, Never>] = [:]
         var nextWaiterID = 0
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
@@ -101,12 +102,14 @@ final class ClientCore: Sendable {
             s.attemptReported = true
             let waiters = Array(s.connectWaiters.values)
             s.connectWaiters.removeAll()
-            return (s.subscriptions, waiters)
+            // Without a kept session the broker forgot every subscription; with one, only those
+            // never sent are missing.
+            let renew = s.subscriptions.filter { !sessionPresent || !$0.sent }
+            for i in s.subscriptions.indices { s.subscriptions[i].sent = true }
+            return (renew, waiters)
         }
-        if !sessionPresent {
-            for sub in subscriptions {
-                mosquitto_subscribe(mosq, nil, sub.filter, Int32(sub.qos.rawValue))
-            }
+        for sub in subscriptions {
+            mosquitto_subscribe(mosq, nil, sub.filter, Int32(sub.qos.rawValue))
         }
         yield(.connected(sessionPresent: sessionPresent))
         for waiter in waiters { waiter.resume(returning: .success(())) }
@@ -354,7 +357,7 @@ final class ClientCore: Sendable {
         let connected = try state.withLock { (s) throws(MQTTError) -> Bool in
             if s.stopRequested { throw .stopped }
             s.subscriptions.removeAll { $0.filter == filter }
-            s.subscriptions.append((filter, qos))
+            s.subscriptions.append((filter, qos, s.phase == .connected))
             return s.phase == .connected
         }
         guard connected else { return nil }

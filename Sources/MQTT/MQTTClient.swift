@@ -18,11 +18,14 @@
 ///   network thread without `pthread_cancel`.
 /// - No C type appears in the public API; the password is never logged.
 ///
-/// Threading: libmosquitto runs on one network thread owned by the client (a loop over
-/// `mosquitto_loop`, not `mosquitto_loop_start`: with 2.0.11 the latter never retries after a
-/// connect that fails at once, exits silently after a TLS failure, and its `loop_stop` can hang,
-/// see docs). `publish`, `subscribe` and the properties are safe from any thread and never wait
-/// for the network.
+/// Threading: libmosquitto runs on one network thread owned by the client, a loop over
+/// `mosquitto_loop` in threaded mode, rather than `mosquitto_loop_start`. Measured with 2.0.11:
+/// after a `connect_async` that fails at once (connection refused) the `loop_start` thread waits
+/// forever and never retries; after a TLS verification failure it exits silently (G12); and
+/// `loop_stop` can hang if it never connected. Our loop retries with its own backoff, times each
+/// attempt out, and stops without `pthread_cancel`. `publish`, `subscribe` and the properties are
+/// safe from any thread and never wait for the network. Releasing a client without
+/// `disconnect()` disconnects it in `deinit`, which waits briefly (at most ~2 s) for the thread.
 import CMosquitto
 import Dispatch
 import Foundation

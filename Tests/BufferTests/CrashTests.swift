@@ -12,7 +12,7 @@ import UplinkCore
 struct CrashTests {
     static let childVariable = "UPLINK_BUFFER_CRASH_CHILD"
 
-    @Test func killNineLosesNothingThatWasCommitted() throws {
+    @Test func killNineLosesNothingThatWasCommitted() async throws {
         if let dir = ProcessInfo.processInfo.environment[Self.childVariable] {
             Self.runChildWriter(URL(fileURLWithPath: dir))  // never returns
         }
@@ -23,8 +23,14 @@ struct CrashTests {
         // Let it commit for a while (a bound, not an assertion on speed).
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline && Self.parse(child.outputText).committed.count < 20_000 && child.process.isRunning {
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
         }
+        // Another process (this one) reads the statistics while the child writes, without
+        // disturbing it: the child keeps committing afterwards.
+        let during = try DiskBuffer.readStats(stateDirectory: dir)
+        #expect(during.nextSeq > 1)
+        let committedBefore = Self.parse(child.outputText).committed.count
+        #expect(await Self.eventually { Self.parse(child.outputText).committed.count > committedBefore + 100 })
         child.signal(SIGKILL)
         #expect(child.waitForExit(timeout: 10) != nil)
         let (committed, acked) = Self.parse(child.outputText)
@@ -55,6 +61,15 @@ struct CrashTests {
             if parts[0] == "UPLINK-A" { acked.append(a...b) }
         }
         return (committed, acked)
+    }
+
+    static func eventually(_ condition: () -> Bool) async -> Bool {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return condition()
     }
 
     static func say(_ text: String) {

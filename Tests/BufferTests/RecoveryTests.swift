@@ -107,6 +107,25 @@ struct RecoveryTests {
         #expect(try buffer.append([makeBatch()]).committed.count == 1)
     }
 
+    @Test func aRowThatDoesNotDecodeIsSkippedThenRemovedAndCounted() throws {
+        let dir = freshDirectory()
+        _ = try populate(dir, batches: 3)
+        var db: OpaquePointer?
+        #expect(sqlite3_open(databasePath(dir), &db) == SQLITE_OK)
+        #expect(sqlite3_exec(db, "UPDATE record SET quality = 'no-such-quality' WHERE seq = 15", nil, nil, nil) == SQLITE_OK)
+        sqlite3_close(db)
+
+        let buffer = try DiskBuffer(stateDirectory: dir)
+        let out = try buffer.nextBatches(max: 10)
+        #expect(out.map { $0.batch.records.count } == [10, 9, 10])
+        #expect(!allSeqs(out).contains(15))
+        let drops = try buffer.pruneExpired()  // any write removes it
+        #expect(drops == [BufferDrop(reason: .corrupt, records: 1, batches: 1, seqs: 15...15)])
+        let stats = try buffer.stats()
+        #expect(stats.dropped.corrupt == 1)
+        #expect(stats.backlogRecords == 29)
+    }
+
     @Test func countersThatDisagreeWithTheRowsAreRepairedAtOpen() throws {
         let dir = freshDirectory()
         _ = try populate(dir, batches: 5)

@@ -204,6 +204,34 @@ struct MQTTBrokerTests {
         await sub.disconnect()
     }
 
+    @Test func aQoS1PublishBeforeTheFirstConnectionIsSentOnceConnected() async throws {
+        let broker = try Broker()
+        let (sub, subLog) = try await subscriber(broker.port, "early/#")
+        let client = try MQTTClient(testOptions(broker.port))
+        let log = EventLog(client)
+        let mid = try client.publish(topic: "early/x", text: "before start", qos: .atLeastOnce)
+        #expect(client.pendingAcks == 1)
+        try client.start()
+        #expect(await log.wait { $0.acked.contains(mid) })
+        #expect(await subLog.wait { $0.messages.map(\.text) == ["before start"] })
+        await client.disconnect()
+        await sub.disconnect()
+    }
+
+    @Test func aSubscriptionMadeWhileDisconnectedIsSentOnConnect() async throws {
+        let broker = try Broker()
+        let client = try MQTTClient(testOptions(broker.port))
+        let log = EventLog(client)
+        #expect(try client.subscribe("late/#") == nil)
+        try client.start()
+        #expect(await log.wait { $0.subacks == 1 })
+        let (pub, _) = try await connectedClient(testOptions(broker.port))
+        try pub.publish(topic: "late/x", text: "hello")
+        #expect(await log.wait { $0.messages.map(\.text) == ["hello"] })
+        await pub.disconnect()
+        await client.disconnect()
+    }
+
     @Test func subscriptionsAreRenewedAfterAReconnect() async throws {
         let broker = try Broker()
         let (sub, subLog) = try await subscriber(broker.port, "renewed/#")

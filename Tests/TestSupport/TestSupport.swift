@@ -116,6 +116,12 @@ public final class ChildProcess: @unchecked Sendable {
             self.collected.append(data)
             self.lock.unlock()
         }
+        // Test worker threads block SIGTERM, SIGHUP, SIGINT...; a child inherits the mask and would
+        // ignore them. Launch with an empty mask so signal tests reach the child.
+        var empty = sigset_t(), saved = sigset_t()
+        sigemptyset(&empty)
+        pthread_sigmask(SIG_SETMASK, &empty, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
         try process.run()
     }
 
