@@ -60,6 +60,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "PublisherTests", dependencies: ["Publisher", "Buffer", "UplinkCore"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "TestSupport"]),
+        .testTarget(name: "ReliabilityTests", dependencies: ["TestSupport", "UplinkConfig", "UplinkCore", "Simulator", "Buffer", "Agent"]),
         .testTarget(name: "BufferTests", dependencies: ["Buffer", "UplinkCore", "TestSupport"]),
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
