@@ -83,6 +83,11 @@ public final class AgentDaemon: Sendable {
             throw .noBroker(options.configPath)
         }
         self.mqtt = mqtt
+        // Secure by default: a config holding credentials, a password file or a client key readable by
+        // every user is reported at every start (Security.swift).
+        for warning in SecurityCheck.warnings(configPath: options.configPath, mqtt: mqtt) {
+            log.warning("insecure file permissions", ["detail": warning])
+        }
         identity = config.agent
         configuration = Mutex(config)
         brokerText = "\(mqtt.tls == nil ? "mqtt" : "mqtts")://\(mqtt.host):\(mqtt.port)"
@@ -97,7 +102,8 @@ public final class AgentDaemon: Sendable {
         if let recovery = disk.recovery {
             log.error("buffer recovered from a damaged file", ["detail": recovery.description])
         }
-        writer = BufferWriter(buffer: disk)
+        // Polls due at the same moment (every device on the same interval) share one commit and one fsync.
+        writer = BufferWriter(buffer: disk, linger: .milliseconds(10))
 
         let clientOptions = try Self.clientOptions(mqtt, identity: identity)
         do { client = try MQTTClient(clientOptions) } catch { throw .mqtt(error) }
