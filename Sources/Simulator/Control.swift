@@ -320,8 +320,12 @@ final class ControlConnection: LoopHandler {
             if input.count > Self.maxRequest {
                 respond(413, .object([("error", .string("request too large"))]))
             } else if let request = Self.parse(input) {
-                let response = api.handle(method: request.method, target: request.target, body: request.body)
-                respond(response.status, response.body)
+                if request.method == "BAD" {
+                    respond(400, .object([("error", .string("malformed HTTP request"))]))
+                } else {
+                    let response = api.handle(method: request.method, target: request.target, body: request.body)
+                    respond(response.status, response.body)
+                }
             }
         }
         if responded {
@@ -356,6 +360,8 @@ final class ControlConnection: LoopHandler {
                 length = Int(pair[1].trimmingCharacters(in: [" "])) ?? 0
             }
         }
+        // A negative or absurd length is answered as a bad request, never used as a range.
+        guard (0...maxRequest).contains(length) else { return ("BAD", "/", "") }
         let bodyStart = end + 4
         guard bytes.count >= bodyStart + length else { return nil }
         return (String(requestLine[0]).uppercased(), String(requestLine[1]),

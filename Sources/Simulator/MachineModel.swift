@@ -21,6 +21,8 @@ public struct MachineModel: Sendable, ModbusDataModel {
     private var stateEnteredAt: Double = 0
     private var dwellEnd: Double?
     private var enteredThisTick = false
+    /// A state forced between ticks counts as entered in the next tick (so picks draw).
+    private var forcedEntry = false
     private var started = false
     private var generatorStates: [GeneratorState]
     private var counterEvents: [Int]
@@ -30,8 +32,16 @@ public struct MachineModel: Sendable, ModbusDataModel {
     private var writableHolding: [Bool]
     private var writableCoils: [Bool]
     private let writableIndices: [Int]
+    // Per-variable parts of the definition, unpacked once: each tick reads them for every
+    // variable, and copying whole VariableDefinitions there costs more than the physics.
+    private let generators: [Generator]
+    private let placements: [Placement?]
+    private let noise: [Double]
+    private let clamps: [ClosedRange<Double>?]
+    private let isWritable: [Bool]
+    private let stateMachine: StateMachineDefinition?
 
-    private var variableCount: Int { definition.variables.count }
+    private var variableCount: Int { generators.count }
     private var stateSlotBase: Int { variableCount + Symbols.builtins.count }
 
     public init(definition: MachineDefinition, seed: UInt64) {
@@ -43,7 +53,12 @@ public struct MachineModel: Sendable, ModbusDataModel {
         generatorStates = Array(repeating: GeneratorState(), count: definition.variables.count)
         counterEvents = Array(repeating: 0, count: definition.variables.count)
         lastEncoded = Array(repeating: nil, count: definition.variables.count)
-        let sizes = definition.areaSizes
+        // The loader guarantees the sizes cover every register; definitions built in code might
+        // not, and a register past its area must not trap.
+        var sizes = definition.areaSizes
+        for placement in definition.variables.compactMap(\.placement) {
+            sizes[placement.area] = max(sizes[placement.area] ?? 0, placement.end)
+        }
         bank = RegisterBank(coils: sizes[.coil] ?? 0, discreteInputs: sizes[.discreteInput] ?? 0,
                             holding: sizes[.holding] ?? 0, input: sizes[.input] ?? 0)
         // A register (or coil) is writable when everything stored in it is writable.
@@ -68,6 +83,12 @@ public struct MachineModel: Sendable, ModbusDataModel {
         writableHolding = holdingMask
         writableCoils = coilMask
         writableIndices = writable
+        generators = definition.variables.map(\.generator)
+        placements = definition.variables.map(\.placement)
+        noise = definition.variables.map(\.noise)
+        clamps = definition.variables.map(\.clamp)
+        isWritable = definition.variables.map { $0.writable != nil }
+        stateMachine = definition.stateMachine
 
         var serialSource = SeededGenerator(seed: seed, stream: "serial/" + definition.name)
         let serial = String(serialSource.next() % 900_000 + 100_000)
@@ -85,8 +106,9 @@ public struct MachineModel: Sendable, ModbusDataModel {
     /// Advances simulated time by `dt` seconds (one tick) and re-encodes changed registers.
     public mutating func advance(by dt: Double) {
         time += dt
-        enteredThisTick = false
-        if let machine = definition.stateMachine {
+        enteredThisTick = forcedEntry
+        forcedEntry = false
+        if let machine = stateMachine {
             if !started {
                 enter(machine.initial, machine)
             } else {
@@ -97,13 +119,14 @@ public struct MachineModel: Sendable, ModbusDataModel {
         refreshBuiltins()
         for index in 0..<variableCount {
             counterEvents[index] = 0
-            let variable = definition.variables[index]
-            if variable.writable != nil, generatorStates[index].initialized { continue }
+            if isWritable[index], generatorStates[index].initialized { continue }
+            // Moved out and back, not copied, so by_state's branch array isn't duplicated each tick.
             var generatorState = generatorStates[index]
-            var output = step(variable.generator, &generatorState, dt: dt, slot: index)
+            generatorStates[index] = GeneratorState()
+            var output = step(generators[index], &generatorState, dt: dt, slot: index)
             generatorStates[index] = generatorState
-            if variable.noise > 0 { output += variable.noise * rng.gaussian() }
-            if let clamp = variable.clamp { output = min(max(output, clamp.lowerBound), clamp.upperBound) }
+            if noise[index] > 0 { output += noise[index] * rng.gaussian() }
+            if let clamp = clamps[index] { output = min(max(output, clamp.lowerBound), clamp.upperBound) }
             values[index] = output
         }
         encodeChanged()
@@ -113,6 +136,7 @@ public struct MachineModel: Sendable, ModbusDataModel {
     public mutating func force(state index: Int) {
         guard let machine = definition.stateMachine, machine.states.indices.contains(index) else { return }
         enter(index, machine)
+        forcedEntry = true
         refreshBuiltins()
     }
 
@@ -144,7 +168,7 @@ public struct MachineModel: Sendable, ModbusDataModel {
     private mutating func refreshBuiltins() {
         values[variableCount] = time
         values[variableCount + 1] = time - stateEnteredAt
-        if let machine = definition.stateMachine {
+        if let machine = stateMachine {
             values[variableCount + 2] = machine.states[stateIndex].code
             for index in machine.states.indices {
                 values[stateSlotBase + index] = index == stateIndex ? 1 : 0
@@ -247,7 +271,7 @@ public struct MachineModel: Sendable, ModbusDataModel {
             return word
 
         case .byState(let branches, let fallback):
-            let stateCount = definition.stateMachine?.states.count ?? 0
+            let stateCount = stateMachine?.states.count ?? 0
             if state.children.count != stateCount + 1 {
                 state.children = Array(repeating: GeneratorState(), count: stateCount + 1)
             }
@@ -278,7 +302,7 @@ public struct MachineModel: Sendable, ModbusDataModel {
 
     private mutating func encodeChanged() {
         for index in 0..<variableCount {
-            guard let placement = definition.variables[index].placement else { continue }
+            guard let placement = placements[index] else { continue }
             let value = values[index]
             if let last = lastEncoded[index], last == value || (last.isNaN && value.isNaN) { continue }
             lastEncoded[index] = value

@@ -57,7 +57,11 @@ enum Posix {
         #else
         let fd = socket(AF_INET, SOCK_STREAM, 0)
         #endif
-        guard fd >= 0 else { throw .listen(host: host, port: port, reason: errorText(errno)) }
+        guard fd >= 0 else {
+            let code = errno
+            let hint = code == EMFILE ? " (raise the open-file limit: ulimit -n, or LimitNOFILE= in a systemd unit)" : ""
+            throw .listen(host: host, port: port, reason: errorText(code) + hint)
+        }
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
         var socketAddress = sockaddr_in()

@@ -778,7 +778,7 @@ public enum ProfileLoader {
             counter.step = try fields["step"]?.number() ?? 1
             counter.probability = try fields["probability"]?.probability() ?? 1
             if let wrap = fields["wrap"] {
-                counter.wrap = try wrap.number(in: 1...1.8446744073709552e19)
+                counter.wrap = try wrap.number(in: 1...ValueCodec.twoTo64)
             } else if let range = type?.integerRange, range.lowerBound == 0 {
                 counter.wrap = range.upperBound + 1
             }

@@ -13,6 +13,8 @@ public final class Simulation: Sendable {
     public let speed: Double
 
     private struct Clock: Sendable {
+        /// Whole ticks run; time is ticks x tick, so it never accumulates rounding.
+        var ticks = 0
         var time: Double = 0
         /// Requested time not yet covered by a whole tick.
         var pending: Double = 0
@@ -49,7 +51,8 @@ public final class Simulation: Sendable {
             clock.pending = max(0, clock.pending - Double(ticks) * tick)
             for _ in 0..<ticks {
                 for machine in machines { machine.advance(by: tick) }
-                clock.time += tick
+                clock.ticks += 1
+                clock.time = Double(clock.ticks) * tick
             }
             return clock.time
         }

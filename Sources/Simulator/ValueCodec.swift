@@ -79,8 +79,9 @@ public enum ValueType: Sendable, Equatable {
         case .uint16: 0...65535
         case .int32: -2_147_483_648...2_147_483_647
         case .uint32: 0...4_294_967_295
-        case .int64: -9_223_372_036_854_775_808...9_223_372_036_854_775_807
-        case .uint64: 0...18_446_744_073_709_551_615
+        // 2^63 and 2^64: the nearest doubles (Int64.max and UInt64.max have no exact double).
+        case .int64: -ValueCodec.twoTo63...ValueCodec.twoTo63
+        case .uint64: 0...ValueCodec.twoTo64
         default: nil
         }
     }
@@ -181,18 +182,21 @@ public enum ValueCodec {
         return Int64(min(max(raw.rounded(), range.lowerBound), range.upperBound))
     }
 
+    static let twoTo63 = 9_223_372_036_854_775_808.0
+    static let twoTo64 = 18_446_744_073_709_551_616.0
+
     private static func int64Saturating(_ raw: Double) -> Int64 {
         guard !raw.isNaN else { return 0 }
         let rounded = raw.rounded()
-        if rounded >= 9_223_372_036_854_775_807 { return .max }
-        if rounded <= -9_223_372_036_854_775_808 { return .min }
+        if rounded >= twoTo63 { return .max }
+        if rounded <= -twoTo63 { return .min }
         return Int64(rounded)
     }
 
     private static func uint64Saturating(_ raw: Double) -> UInt64 {
         guard !raw.isNaN else { return 0 }
         let rounded = raw.rounded()
-        if rounded >= 18_446_744_073_709_551_615 { return .max }
+        if rounded >= twoTo64 { return .max }
         if rounded <= 0 { return 0 }
         return UInt64(rounded)
     }

@@ -45,8 +45,9 @@ final class SimProcess {
     private(set) var endpoints: [String: Endpoint] = [:]
     private(set) var controlPort: Int?
 
-    convenience init(scenario: String, arguments: [String] = []) throws {
-        let directory = TestSupport.temporaryDirectory("uplink-sim")
+    /// Writes `scenario` into `directory` (a new temporary one by default; removed on stop).
+    convenience init(directory: URL = TestSupport.temporaryDirectory("uplink-sim"), scenario: String,
+                     arguments: [String] = []) throws {
         let file = directory.appendingPathComponent("scenario.yaml")
         try scenario.write(to: file, atomically: true, encoding: .utf8)
         try self.init(file: file.path, arguments: arguments, directory: directory)
@@ -137,8 +138,13 @@ enum HTTP {
 final class RawSocket {
     let fd: Int32
 
-    init(port: Int, timeout: Double = 2) throws {
+    /// `receiveBuffer` shrinks the kernel's receive buffer (set before connecting, so the window
+    /// stays small): a master that never reads then pushes back on the server sooner.
+    init(port: Int, timeout: Double = 2, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -316,7 +322,8 @@ enum PyModbus {
     """#
 
     static let scriptPath: String = {
-        let url = TestSupport.temporaryDirectory("pymodbus-master").appendingPathComponent("master.py")
+        // One fixed file, rewritten atomically by each run (same content), so runs leave no litter.
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("uplink-sim-pymodbus-master.py")
         try? script.write(to: url, atomically: true, encoding: .utf8)
         return url.path
     }()
@@ -380,15 +387,17 @@ enum MBPoll {
 
     /// TCP read: `type` is mbpoll's -t (4 holding, 3 input, 0 coils, 1 discrete, 3:float ...).
     static func tcp(port: Int, unit: Int = 1, type: String = "4", address: Int, count: Int, extra: [String] = [],
-                    timeout: String = "1") throws -> Result {
+                    timeout: String = "3") throws -> Result {
         try run(["-m", "tcp", "-p", String(port), "-a", String(unit), "-t", type, "-r", String(address),
                  "-c", String(count), "-o", timeout] + extra + ["127.0.0.1"])
     }
 
     static func rtu(path serial: String, unit: Int, type: String = "4", address: Int, count: Int, extra: [String] = [],
-                    timeout: String = "1", write: [String] = []) throws -> Result {
-        try run(["-m", "rtu", "-b", "9600", "-P", "none", "-a", String(unit), "-t", type, "-r", String(address),
-                 "-c", String(count), "-o", timeout] + extra + [serial] + write)
+                    timeout: String = "3", write: [String] = []) throws -> Result {
+        // mbpoll refuses -c when writing: the values give the count.
+        let countArguments = write.isEmpty ? ["-c", String(count)] : []
+        return try run(["-m", "rtu", "-b", "9600", "-P", "none", "-a", String(unit), "-t", type, "-r", String(address)]
+                       + countArguments + ["-o", timeout] + extra + [serial] + write)
     }
 }
 
