@@ -51,7 +51,9 @@ public struct DevicePoller {
 
     /// Reads `requests` in order, retrying timeouts and malformed answers up to the device's
     /// `retries`, and pausing `request_delay` between requests. A connection failure stops the poll:
-    /// the remaining requests are marked offline without touching the link.
+    /// the remaining requests are marked offline without touching the link. So does a timeout before
+    /// anything was answered: the device is down, and waiting out every request would hold its bus
+    /// and delay a shutdown (a device that ignores only some addresses still answers the others).
     public func poll(_ requests: [ReadRequest], with client: ModbusClient, timestamp: Int64,
                      pause: (Int) -> Void = { _ in }) -> Outcome {
         var records: [Record] = []
@@ -78,8 +80,14 @@ public struct DevicePoller {
             case .failure(let error):
                 if case .exception = error { answered += 1 }
                 if failure == nil { failure = error }
-                if case .connection = error { linkDown = true }
                 append(request, quality: Quality(error), timestamp: timestamp, to: &records)
+                switch error {
+                case .connection: linkDown = true
+                case .timeout where answered == 0:
+                    for rest in requests[(index + 1)...] { append(rest, quality: .timeout, timestamp: timestamp, to: &records) }
+                    return Outcome(batch: PollBatch(device: device.name, timestamp: timestamp, records: records), failure: failure, answered: answered)
+                default: break
+                }
             }
         }
         return Outcome(batch: PollBatch(device: device.name, timestamp: timestamp, records: records),

@@ -87,6 +87,21 @@ struct CollectorTests {
         #expect(outcome.answered == 2)
     }
 
+    @Test func aDeviceThatTimesOutBeforeAnsweringAnythingIsNotAskedTheRestOfThePoll() throws {
+        let silent = try RawTCPServer(.silent)
+        defer { silent.stop() }
+        let device = Device(name: "dead", transport: .tcp(host: "127.0.0.1", port: silent.port), poll: PollSettings(timeoutMs: 200, retries: 0, maxGap: 0),
+                            signals: [Signal(name: "a", area: .holdingRegister, address: 0, type: .uint16),
+                                      Signal(name: "b", area: .holdingRegister, address: 100, type: .uint16),
+                                      Signal(name: "c", area: .inputRegister, address: 0, type: .uint16)])
+        let client = try ModbusClient.make(for: device.transport, timeoutMs: 200)
+        try client.connect()
+        let outcome = DevicePoller(device: device).poll(try plan(device).groups.flatMap(\.requests), with: client, timestamp: 1)
+        #expect(outcome.batch.records.map(\.quality) == [.timeout, .timeout, .timeout])
+        #expect(outcome.answered == 0)
+        #expect(silent.requestsReceived == 1, "only the first request was sent")
+    }
+
     @Test func aSilentDeviceDoesNotStallALiveOne() throws {
         let server = try PymodbusServer()
         let silent = try RawTCPServer(.silent)

@@ -21,6 +21,14 @@ public final class RawTCPServer: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
     private var connections: [Int32] = []
+    private var reads = 0
+
+    /// How many requests arrived (reads of a request each: masters wait for an answer or a timeout).
+    public var requestsReceived: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return reads
+    }
 
     public init(_ behaviour: Behaviour) throws {
         self.behaviour = behaviour
@@ -69,6 +77,9 @@ public final class RawTCPServer: @unchecked Sendable {
         while true {
             let n = read(fd, &buffer, buffer.count)
             if n <= 0 { return }
+            lock.lock()
+            reads += 1
+            lock.unlock()
             switch behaviour {
             case .silent: continue
             case .reply(let bytes): _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
