@@ -196,7 +196,7 @@ public final class AgentDaemon: Sendable {
         // Finish the current polls, commit what was accepted, give in-flight messages a moment.
         collector.withLock { $0 }?.stop()
         try? await writer.flush()
-        await publisher.drainInflight(timeout: .seconds(2))
+        await drainBacklog(timeout: .seconds(2))
         await publisher.stop()
         _ = try? client.publish(topic: statusTopic, payload: StatusMessage.offline(identity), qos: .atLeastOnce, retain: true)
         try? await Task.sleep(for: .milliseconds(100))
@@ -206,10 +206,27 @@ public final class AgentDaemon: Sendable {
         await publisherTask.value
         eventsTask.cancel()
         dropsTask.cancel()
+        // The disconnect event may not have been handled yet: the last status.json must not say connected.
+        await publisher.handle(.disconnected(reason: "the agent stopped"))
         await writeStatus()
         await writer.close()
         log.info("stopped")
         return 0
+    }
+
+    /// At a clean stop: lets the publisher send what the last polls committed and waits for the acks,
+    /// until the backlog is empty, the broker is gone, or `timeout` passes. (Waiting only for the
+    /// messages already in flight raced with the publisher picking up the final commit, and left
+    /// the last poll in the backlog.)
+    private func drainBacklog(timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let stats = await publisher.snapshot()
+            guard stats.connected else { return }
+            if stats.inflight == 0, let buffered = try? await writer.stats(), buffered.backlogRecords == 0 { return }
+            publisher.notify()
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     private func startCollector(_ config: UplinkConfiguration) {
@@ -291,9 +308,25 @@ public final class AgentDaemon: Sendable {
         }
     }
 
+    /// Logs the first drop at once, then at most one summary per 10 s while drops go on (a full
+    /// buffer drops on every poll; one line per drop would flood the journal). The counts are exact.
     private func followDrops() async {
+        var pending: (records: Int, batches: Int, reasons: Set<String>, seqs: ClosedRange<UInt64>?) = (0, 0, [], nil)
+        var lastLog = ContinuousClock.now - .seconds(10)
         for await drop in writer.drops {
-            log.warning("buffer dropped records", ["detail": drop.description])
+            pending.records += drop.records
+            pending.batches += drop.batches
+            pending.reasons.insert(drop.reason.rawValue)
+            if let seqs = drop.seqs {
+                pending.seqs = pending.seqs.map { min($0.lowerBound, seqs.lowerBound)...max($0.upperBound, seqs.upperBound) } ?? seqs
+            }
+            guard ContinuousClock.now - lastLog >= .seconds(10) else { continue }
+            lastLog = ContinuousClock.now
+            log.warning("buffer dropped records", ["records": String(pending.records), "batches": String(pending.batches),
+                                                   "reason": pending.reasons.sorted().joined(separator: ","),
+                                                   "seqs": pending.seqs.map { "\($0.lowerBound)-\($0.upperBound)" } ?? "-",
+                                                   "detail": "counted in uplink status; at most one line per 10 s"])
+            pending = (0, 0, [], nil)
         }
     }
 
