@@ -127,7 +127,9 @@ public actor Publisher {
 
     /// Returns whether anything was published.
     private func publishWhatFits() async -> Bool {
-        guard stats.connected, inflight.count < maxInflight else { return false }
+        // Refill only once half the window is free: each read of the buffer is a round trip to its
+        // thread, and refilling one slot per ack would cap a backlog drain at one message per trip.
+        guard stats.connected, inflight.count <= maxInflight / 2 else { return false }
         let batches: [BufferedBatch]
         do {
             batches = try await buffer.nextBatches(max: maxInflight - inflight.count)
