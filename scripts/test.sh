@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="/opt/swift/usr/bin:$PATH"
 swift build --build-tests --quiet
-swift test --skip-build "$@"
+# One test at a time: the integration suites start brokers, simulators and agents, and time-outs
+# are tuned for a 2-core box that is not also running the other suites.
+swift test --skip-build --no-parallel "$@"

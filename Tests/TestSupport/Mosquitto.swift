@@ -155,7 +155,7 @@ public final class MQTTSubscriber {
     /// Subscribes and waits until a probe message published under `topic` comes back, so nothing
     /// published after this returns is missed.
     public init(broker: Mosquitto, topic: String = "uplink/#", clientID: String = "e2e-sub-\(UUID().uuidString.prefix(8))",
-                username: String? = nil, password: String? = nil, timeout: Double = 15) async throws {
+                username: String? = nil, password: String? = nil, timeout: Double = 30) async throws {
         self.broker = broker
         self.topic = topic
         self.clientID = clientID
@@ -165,6 +165,7 @@ public final class MQTTSubscriber {
         process = try Self.launch(broker: broker, topic: topic, clientID: clientID, credentials: credentials)
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
+            try ensureRunning()
             try publishProbe()
             for _ in 0..<10 {
                 if messages.contains(where: { $0.topic == probeTopic }) { return }
