@@ -14,6 +14,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // Sparkplug B payloads (Sources/Publisher/sparkplug_b.pb.swift was generated with protoc-gen-swift
+        // 1.39.0 and uses its runtime's name-map format, so 1.39.0 is the lowest version that compiles it).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // System libraries (Debian: libmodbus-dev, libmosquitto-dev, libsqlite3-dev).
@@ -34,7 +37,8 @@ let package = Package(
         // Swift over libmosquitto.
         .target(name: "MQTT", dependencies: ["CMosquitto"]),
         // Payload profiles, topics, and the drain loop from the buffer to the broker.
-        .target(name: "Publisher", dependencies: ["UplinkCore", "Buffer", "MQTT"]),
+        .target(name: "Publisher", dependencies: ["UplinkCore", "Buffer", "MQTT", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["sparkplug_b.proto"]),
         // The `uplink run` daemon: wiring, lifecycle, logs, systemd, status.
         .target(name: "Agent", dependencies: ["UplinkCore", "UplinkConfig", "Collector", "Buffer", "MQTT", "Publisher"]),
         // Simulated machines served over Modbus TCP and RTU.
@@ -45,7 +49,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "uplink-bench", dependencies: [
-            "UplinkCore", "Modbus", "Collector",
+            "UplinkCore", "UplinkConfig", "Modbus", "Collector", "Buffer", "MQTT",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "uplink-sim", dependencies: [
@@ -58,7 +62,10 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "Collector", "UplinkCore", "TestSupport"]),
         .testTarget(name: "SimulatorTests", dependencies: ["Simulator", "Modbus", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
-        .testTarget(name: "PublisherTests", dependencies: ["Publisher", "Buffer", "UplinkCore"]),
+        .testTarget(name: "PublisherTests", dependencies: ["Publisher", "Buffer", "UplinkCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        // Platform profiles end to end (ThingsBoard, Sparkplug B, commands) with real mosquitto, uplink-sim and uplink.
+        .testTarget(name: "PlatformTests", dependencies: ["Agent", "Publisher", "UplinkCore", "UplinkConfig", "Collector", "MQTT", "TestSupport",
+                                                          .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "TestSupport"]),
         .testTarget(name: "ReliabilityTests", dependencies: ["TestSupport", "UplinkConfig", "UplinkCore", "Simulator", "Buffer", "Agent"]),
         .testTarget(name: "BufferTests", dependencies: ["Buffer", "UplinkCore", "TestSupport"]),

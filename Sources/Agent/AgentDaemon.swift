@@ -58,8 +58,10 @@ public final class AgentDaemon: Sendable {
     private let log: Log
     private let notifier = SystemdNotifier()
     private let writer: BufferWriter
-    private let client: MQTTClient
+    private let client: BrokerConnection
     private let publisher: Publisher
+    /// Payload profile, report by exception, last values, commands (Platform.swift).
+    private let platform: PlatformRuntime
     private let mqtt: MQTTSettings
     private let identity: AgentIdentity
     private let brokerText: String
@@ -85,7 +87,7 @@ public final class AgentDaemon: Sendable {
         self.mqtt = mqtt
         // Secure by default: a config holding credentials, a password file or a client key readable by
         // every user is reported at every start (Security.swift).
-        for warning in SecurityCheck.warnings(configPath: options.configPath, mqtt: mqtt) {
+        for warning in SecurityCheck.warnings(configPath: options.configPath, mqtt: mqtt) + PlatformRuntime.warnings(mqtt) {
             log.warning("insecure file permissions", ["detail": warning])
         }
         identity = config.agent
@@ -93,6 +95,9 @@ public final class AgentDaemon: Sendable {
         brokerText = "\(mqtt.tls == nil ? "mqtt" : "mqtts")://\(mqtt.host):\(mqtt.port)"
 
         try Self.prepareStateDirectory(options.stateDirectory)
+        for warning in SecurityCheck.stateDirectoryWarnings(options.stateDirectory) {
+            log.warning("insecure file permissions", ["detail": warning])
+        }
         let disk: DiskBuffer
         do {
             disk = try DiskBuffer(stateDirectory: options.stateDirectory, options: BufferOptions(
@@ -105,17 +110,16 @@ public final class AgentDaemon: Sendable {
         // Polls due at the same moment (every device on the same interval) share one commit and one fsync.
         writer = BufferWriter(buffer: disk, linger: .milliseconds(10))
 
+        let platform = PlatformRuntime(config: config, mqtt: mqtt, stateDirectory: options.stateDirectory)
+        self.platform = platform
         let clientOptions = try Self.clientOptions(mqtt, identity: identity)
-        do { client = try MQTTClient(clientOptions) } catch { throw .mqtt(error) }
+        do { client = try BrokerConnection(options: clientOptions, will: platform.willPolicy(statusWill: clientOptions.will)) } catch { throw .mqtt(error) }
         if mqtt.tls?.insecure == true {
             log.warning("TLS certificate verification is OFF (mqtt.tls.insecure: true): the broker is not authenticated")
         }
-        let link = ClientLink(client: client)
         let log = self.log
         publisher = Publisher(
-            buffer: writer, link: link, profile: JSONPayloadProfile(),
-            context: PayloadContext(agent: identity.name, site: identity.site, topicPrefix: mqtt.topicPrefix,
-                                    dataTopic: mqtt.dataTopic, maxMessageBytes: mqtt.maxMessageBytes, lateAfterMs: config.buffer.lateAfterMs),
+            buffer: writer, link: client, session: platform.makeSession(config: config, mqtt: mqtt, identity: identity),
             qos: mqtt.qos, maxInflight: mqtt.maxInflight,
             onError: { log.warning("publisher", ["detail": $0]) })
         collector = Mutex(nil)
@@ -155,7 +159,7 @@ public final class AgentDaemon: Sendable {
         return MQTTOptions(
             host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID ?? "uplink-\(identity.name)",
             protocolVersion: mqtt.protocolVersion == .v5 ? .v5 : .v311, cleanSession: true,
-            username: mqtt.username, password: password, tls: tls, keepAlive: .seconds(mqtt.keepaliveSeconds),
+            username: try PlatformRuntime.username(mqtt), password: password, tls: tls, keepAlive: .seconds(mqtt.keepaliveSeconds),
             will: MQTTWill(topic: statusTopic, payload: StatusMessage.offline(identity), qos: .atLeastOnce, retain: true),
             reconnect: MQTTReconnectPolicy(initialDelay: .milliseconds(mqtt.reconnectMinMs), maxDelay: .milliseconds(mqtt.reconnectMaxMs)),
             connectTimeout: .seconds(10), sendMaximum: min(mqtt.maxInflight, 65535))
@@ -171,6 +175,16 @@ public final class AgentDaemon: Sendable {
         let config = configuration.withLock { $0 }
         log.info("starting", ["version": UplinkVersion.current, "config": options.configPath, "state_dir": options.stateDirectory.path,
                               "devices": String(config.devices.count), "broker": brokerText])
+        // Commands from the platform: checked by the profile, run by the collector, logged and answered.
+        let publisher = self.publisher, log = self.log
+        await publisher.setCommandHandlers(execute: { [self] request in
+            PlatformRuntime.execute(request, collector: collector.withLock { $0 }, publisher: publisher)
+        }, log: { PlatformRuntime.log($0, to: log) })
+        for filter in await publisher.subscriptions() {
+            do { try client.subscribe(filter, qos: .atLeastOnce) } catch {
+                log.error("cannot subscribe for commands", ["topic": filter, "detail": error.description])
+            }
+        }
         do { try client.start() } catch {
             log.error("cannot start the MQTT client", ["detail": error.description])
             return 78
@@ -198,7 +212,11 @@ public final class AgentDaemon: Sendable {
         try? await writer.flush()
         await drainBacklog(timeout: .seconds(2))
         await publisher.stop()
-        _ = try? client.publish(topic: statusTopic, payload: StatusMessage.offline(identity), qos: .atLeastOnce, retain: true)
+        if platform.usesStatusTopic {
+            _ = try? client.publish(topic: statusTopic, payload: StatusMessage.offline(identity), qos: .atLeastOnce, retain: true)
+        }
+        // The profile's goodbye (a Sparkplug NDEATH) before the clean DISCONNECT.
+        await publisher.endSession()
         try? await Task.sleep(for: .milliseconds(100))
         await client.disconnect()
         statusTask.cancel()
@@ -232,7 +250,10 @@ public final class AgentDaemon: Sendable {
     private func startCollector(_ config: UplinkConfiguration) {
         let plans = config.devices.compactMap { try? Planner.plan($0).get() }
         let writer = self.writer, publisher = self.publisher, log = self.log
-        let collector = Collector(plans: plans, onBatch: { batch in
+        let platform = self.platform
+        let collector = Collector(plans: plans, onBatch: { polled in
+            // Report by exception: unchanged readings never reach the disk.
+            guard let batch = platform.admit(polled) else { return }
             writer.submit(batch) { result in
                 if case .failure(let error) = result { log.error("buffer refused a poll", ["device": batch.device, "detail": error.description]) }
                 publisher.notify()
@@ -268,7 +289,10 @@ public final class AgentDaemon: Sendable {
         }
         collector.withLock { $0 }?.stop()
         configuration.withLock { $0.devices = fresh.devices }
+        platform.reload(devices: fresh.devices)
         startCollector(fresh)
+        let publisher = self.publisher
+        Task { await publisher.devicesChanged(fresh.devices) }
         log.info("reloaded", ["devices": String(fresh.devices.count)])
     }
 
@@ -281,7 +305,9 @@ public final class AgentDaemon: Sendable {
                 connected = true
                 lastFailure = ""
                 log.info("connected to the broker", ["broker": brokerText])
-                _ = try? client.publish(topic: statusTopic, payload: StatusMessage.online(identity), qos: .atLeastOnce, retain: true)
+                if platform.usesStatusTopic {
+                    _ = try? client.publish(topic: statusTopic, payload: StatusMessage.online(identity), qos: .atLeastOnce, retain: true)
+                }
                 await publisher.handle(.connected)
             case .connectionFailed(let error):
                 // Logged once per distinct reason, not once per retry.
@@ -302,7 +328,9 @@ public final class AgentDaemon: Sendable {
                 }
             case .log(let level, let text):
                 if level >= .warning { log.debug("libmosquitto", ["detail": text]) }
-            case .subscribed, .message, .stopped:
+            case .message(let message):
+                await publisher.received(InboundMessage(topic: message.topic, payload: message.payload))
+            case .subscribed, .stopped:
                 break
             }
         }

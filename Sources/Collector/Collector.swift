@@ -9,6 +9,27 @@ public enum CollectorEvent: Sendable, Hashable {
     case deviceState(device: String, quality: Quality, detail: String?)
 }
 
+/// A write waiting for its poll loop.
+struct PendingWrite: Sendable {
+    var device: String
+    var operation: WriteOperation
+    var completion: @Sendable (WriteOutcome) -> Void
+}
+
+extension ReadRequest {
+    /// Whether this read covers what `operation` writes (to read it back).
+    func covers(_ operation: WriteOperation) -> Bool {
+        switch operation {
+        case .registers(let address, let words):
+            area == .holdingRegister && address < end && address + words.count > self.address
+        case .registerBit(let address, _, _):
+            area == .holdingRegister && (self.address..<end).contains(address)
+        case .coil(let address, _):
+            area == .coil && (self.address..<end).contains(address)
+        }
+    }
+}
+
 /// A device's health as seen by its poll loop.
 public struct DeviceHealth: Sendable, Hashable {
     public var device: String
@@ -27,6 +48,7 @@ public final class Collector: Sendable {
     public typealias EventHandler = @Sendable (CollectorEvent) -> Void
 
     private let loops: [PollLoop]
+    private let loopOfDevice: [String: Int]
     private let healthTable: HealthTable
 
     /// Groups TCP devices into one loop each and RTU devices into one loop per bus.
@@ -47,8 +69,26 @@ public final class Collector: Sendable {
         for bus in busOrder {
             loops.append(PollLoop(name: "bus \(bus)", plans: buses[bus] ?? [], onBatch: onBatch, onEvent: onEvent, health: health))
         }
+        var loopOfDevice: [String: Int] = [:]
+        for (index, loop) in loops.enumerated() {
+            for name in loop.deviceNames { loopOfDevice[name] = index }
+        }
         self.loops = loops
+        self.loopOfDevice = loopOfDevice
         self.healthTable = health
+    }
+
+    /// Writes to a device between two of its loop's polls (on a serial bus: between two polls of
+    /// any device on it). `completion` runs on the loop's thread once the device answered, or at
+    /// once when the write cannot be queued; keep it short.
+    public func write(device: String, operation: WriteOperation, completion: @escaping @Sendable (WriteOutcome) -> Void) {
+        guard let index = loopOfDevice[device] else {
+            completion(.failed("device '\(device)' is not polled by this agent"))
+            return
+        }
+        if let refused = loops[index].enqueue(PendingWrite(device: device, operation: operation, completion: completion)) {
+            completion(refused)
+        }
     }
 
     /// Starts every loop on its own thread. The first poll of each device happens at once.

@@ -8,6 +8,7 @@ final class PollLoop: @unchecked Sendable {
     // immutable or owned by the loop's thread once started.
     private let name: String
     private let plans: [PollPlan]
+    var deviceNames: [String] { plans.map(\.device.name) }
     private let onBatch: Collector.BatchHandler
     private let onEvent: Collector.EventHandler
     private let health: HealthTable
@@ -15,6 +16,11 @@ final class PollLoop: @unchecked Sendable {
     private var stopRequested = false
     private var finished = false
     private var started = false
+    /// Writes waiting for the gap between two polls (guarded by `condition`).
+    private var pendingWrites: [PendingWrite] = []
+
+    /// Writes queued at most per loop; more are refused at once.
+    static let maxPendingWrites = 64
 
     /// Longest wait before retrying a device that keeps failing.
     static let maxBackoffMs: Int64 = 30_000
@@ -36,8 +42,11 @@ final class PollLoop: @unchecked Sendable {
             run()
             condition.lock()
             finished = true
+            let unfinished = pendingWrites
+            pendingWrites.removeAll()
             condition.broadcast()
             condition.unlock()
+            for write in unfinished { write.completion(.failed("the agent stopped polling this device (stop or reload); the write was not sent")) }
         }
         thread.name = "uplink poll \(name)"
         thread.stackSize = 256 * 1024
@@ -57,11 +66,35 @@ final class PollLoop: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Sleeps until the monotonic time `until`, or until a stop is requested. Returns false on stop.
-    private func sleep(until: Int64) -> Bool {
+    /// Queues a write for the gap after the current poll; false (and nothing queued) when the
+    /// loop has stopped or too many writes wait.
+    func enqueue(_ write: PendingWrite) -> WriteOutcome? {
+        condition.lock()
+        defer { condition.unlock() }
+        if stopRequested || finished { return .failed("the agent is stopping; the write was not sent") }
+        if pendingWrites.count >= Self.maxPendingWrites {
+            return .failed("\(Self.maxPendingWrites) writes are already waiting for this line; try again later")
+        }
+        pendingWrites.append(write)
+        condition.broadcast()
+        return nil
+    }
+
+    private func takeWrites() -> [PendingWrite] {
+        condition.lock()
+        defer { condition.unlock() }
+        let writes = pendingWrites
+        pendingWrites.removeAll()
+        return writes
+    }
+
+    /// Sleeps until the monotonic time `until`, or until a stop is requested (or, with
+    /// `wakeForWrites`, a write is queued). Returns false on stop.
+    private func sleep(until: Int64, wakeForWrites: Bool = false) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         while !stopRequested {
+            if wakeForWrites && !pendingWrites.isEmpty { return true }
             let remaining = until - monotonicMs()
             if remaining <= 0 { return true }
             _ = condition.wait(until: Date(timeIntervalSinceNow: Double(remaining) / 1000))
@@ -100,7 +133,9 @@ final class PollLoop: @unchecked Sendable {
 
         while !shouldStop {
             guard let due = slots.flatMap(\.nextDue).min() else { return }
-            guard sleep(until: due) else { return }
+            guard sleep(until: due, wakeForWrites: true) else { return }
+            // Writes go between polls, never inside one (one request at a time on a serial bus).
+            performWrites(&slots, client: client)
             let now = monotonicMs()
             // Serial bus fairness: start the round with the next device each time.
             let order = (0..<slots.count).map { (turn + $0) % slots.count }
@@ -160,12 +195,63 @@ final class PollLoop: @unchecked Sendable {
                 }
                 let quality = outcome.failure.map(Quality.init) ?? .good
                 report(outcome.batch, quality: quality, detail: outcome.failure?.description)
+                performWrites(&slots, client: client)
                 if device.poll.delayMs > 0 && slots.count > 1 {
                     _ = sleep(until: monotonicMs() + Int64(device.poll.delayMs))
                 }
             }
         }
         client?.close()
+    }
+
+    /// Runs the queued writes on the loop's link. Each write is answered: written, or why not. A
+    /// written device is polled again at once, so the platform sees the new value.
+    private func performWrites(_ slots: inout [Slot], client: ModbusClient?) {
+        for write in takeWrites() {
+            guard let index = slots.firstIndex(where: { $0.poller.device.name == write.device }) else {
+                write.completion(.failed("device '\(write.device)' is not polled by this agent"))
+                continue
+            }
+            let device = slots[index].poller.device
+            guard let link = client, link.isConnected else {
+                write.completion(.failed("no connection to the device (offline); the write was not sent"))
+                continue
+            }
+            if monotonicMs() < slots[index].retryAt {
+                write.completion(.failed("the device is not answering (\(slots[index].lastFailure.code)); the write was not sent"))
+                continue
+            }
+            link.setResponseTimeout(milliseconds: device.poll.timeoutMs)
+            do throws(ModbusError) {
+                try link.setUnit(device.unit)
+                switch write.operation {
+                case .registers(let address, let words):
+                    try link.writeRegisters(address: address, values: words)
+                case .coil(let address, let value):
+                    try link.writeCoil(address: address, value: value)
+                case .registerBit(let address, let bit, let value):
+                    let word = try link.readRegisters(.holdingRegisters, address: address, count: 1).first ?? 0
+                    let mask = UInt16(1) << UInt16(bit & 15)
+                    try link.writeRegisters(address: address, values: [value ? word | mask : word & ~mask])
+                }
+                // Read it back with the next poll, now.
+                let now = monotonicMs()
+                for g in slots[index].groups.indices where slots[index].groups[g].requests.contains(where: { $0.covers(write.operation) }) {
+                    slots[index].nextDue[g] = min(slots[index].nextDue[g], now)
+                }
+                write.completion(.written)
+            } catch {
+                switch error {
+                case .timeout:
+                    link.flush()
+                    write.completion(.failed("no answer within \(device.poll.timeoutMs) ms: the write may or may not have been applied; the next poll shows the value"))
+                case .exception(let code):
+                    write.completion(.failed("the device refused the write: exception \(code) (\(ModbusError.exceptionName(code)))"))
+                default:
+                    write.completion(.failed(error.description))
+                }
+            }
+        }
     }
 
     private func report(_ batch: PollBatch, quality: Quality, detail: String?) {

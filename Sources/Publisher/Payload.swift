@@ -14,8 +14,31 @@ import UplinkCore
 public struct OutgoingMessage: Sendable, Hashable {
     public var topic: String
     public var payload: [UInt8]
-    /// The seqs of the records in this message (a contiguous run of one batch).
-    public var seqs: ClosedRange<UInt64>
+    /// The seqs of the records in this message; the broker's ack deletes exactly these from the
+    /// buffer. Empty for messages that carry no buffered record (births, replies).
+    public var ranges: [ClosedRange<UInt64>]
+    /// QoS of this message; nil: the publisher's (`mqtt.qos`).
+    public var qos: Int?
+    public var retain: Bool
+
+    public init(topic: String, payload: [UInt8], ranges: [ClosedRange<UInt64>], qos: Int? = nil, retain: Bool = false) {
+        self.topic = topic
+        self.payload = payload
+        self.ranges = ranges
+        self.qos = qos
+        self.retain = retain
+    }
+
+    /// A message carrying one contiguous run of seqs.
+    public init(topic: String, payload: [UInt8], seqs: ClosedRange<UInt64>) {
+        self.init(topic: topic, payload: payload, ranges: [seqs])
+    }
+
+    /// First to last seq carried (0...0 when the message carries no record).
+    public var seqs: ClosedRange<UInt64> {
+        guard let first = ranges.first, let last = ranges.last else { return 0...0 }
+        return first.lowerBound...max(first.lowerBound, last.upperBound)
+    }
 }
 
 /// What a payload profile knows about where it runs.

@@ -38,8 +38,8 @@ public struct PublisherStats: Sendable, Hashable {
 public actor Publisher {
     private let buffer: BufferWriter
     private let link: any BrokerLink
-    private let profile: any PayloadProfile
-    private let context: PayloadContext
+    /// The payload profile and its per-session state (Session.swift); only this actor touches it.
+    private var session: any SessionProfile
     private let qos: Int
     private let maxInflight: Int
     private let onError: @Sendable (String) -> Void
@@ -47,7 +47,11 @@ public actor Publisher {
     /// Message id -> the records it carries. An ack cannot overtake its entry (PITFALLS G13): `publish`
     /// returns the mid inside this actor's turn, and acks are handled by later turns of the same actor.
     /// Acks for unknown mids (the status message, a previous connection) are ignored.
-    private var inflight: [Int32: ClosedRange<UInt64>] = [:]
+    private var inflight: [Int32: [ClosedRange<UInt64>]] = [:]
+    /// In-flight QoS 0 messages: libmosquitto drops them without an ack when the connection goes.
+    private var qos0Inflight: Set<Int32> = []
+    private var executeWrite: (@Sendable (WriteRequest) -> Void)?
+    private var logCommand: @Sendable (CommandLog) -> Void = { _ in }
     private var stats = PublisherStats()
     private var stopped = false
     private var wake: AsyncStream<Void>.Continuation?
@@ -55,10 +59,16 @@ public actor Publisher {
 
     public init(buffer: BufferWriter, link: any BrokerLink, profile: any PayloadProfile, context: PayloadContext,
                 qos: Int, maxInflight: Int, onError: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.init(buffer: buffer, link: link, session: PerBatchSession(profile, context: context), qos: qos,
+                  maxInflight: maxInflight, onError: onError)
+    }
+
+    /// A publisher for a session profile (ThingsBoard, Sparkplug B; Session.swift).
+    public init(buffer: BufferWriter, link: any BrokerLink, session: any SessionProfile,
+                qos: Int, maxInflight: Int, onError: @escaping @Sendable (String) -> Void = { _ in }) {
         self.buffer = buffer
         self.link = link
-        self.profile = profile
-        self.context = context
+        self.session = session
         self.qos = qos
         self.maxInflight = max(1, min(maxInflight, 60_000))
         self.onError = onError
@@ -85,12 +95,24 @@ public actor Publisher {
         case .connected:
             stats.connected = true
             stats.lastError = nil
+            // Births and announcements go out before any data of the new session.
+            publishControl(session.sessionStarted(now: Self.nowMs()), what: "session start")
         case .disconnected(let reason):
+            session.sessionLost()
             stats.connected = false
             stats.lastError = reason
+            // QoS 0 messages not yet written are dropped by libmosquitto without an ack: their records
+            // are handed out again after the reconnect (QoS 1/2 messages are resent by libmosquitto).
+            if !qos0Inflight.isEmpty {
+                for mid in qos0Inflight { inflight.removeValue(forKey: mid) }
+                qos0Inflight.removeAll()
+                await buffer.rewind()
+            }
         case .acknowledged(let mid):
-            if let seqs = inflight.removeValue(forKey: mid) { acknowledge(seqs) }
+            qos0Inflight.remove(mid)
+            if let ranges = inflight.removeValue(forKey: mid) { acknowledge(ranges) }
         case .refused(let mid, let reason):
+            qos0Inflight.remove(mid)
             if inflight.removeValue(forKey: mid) != nil {
                 stats.lastError = reason
                 onError("the broker refused a message (\(reason)); its records will be sent again")
@@ -100,12 +122,14 @@ public actor Publisher {
         wake?.yield()
     }
 
-    private func acknowledge(_ seqs: ClosedRange<UInt64>) {
-        buffer.acknowledge(seqs)
-        stats.acknowledgedMessages += 1
-        stats.acknowledgedRecords += UInt64(seqs.count)
-        stats.lastAckAt = Int64(Date().timeIntervalSince1970 * 1000)
+    private func acknowledge(_ ranges: [ClosedRange<UInt64>], message: Bool = true) {
+        buffer.acknowledge(ranges)
+        if message { stats.acknowledgedMessages += 1 }
+        stats.acknowledgedRecords += ranges.reduce(0) { $0 + UInt64($1.count) }
+        stats.lastAckAt = Self.nowMs()
     }
+
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Runs until `stop()`: fetch the oldest batches that fit the window, publish, repeat when woken.
     public func run() async {
@@ -132,30 +156,104 @@ public actor Publisher {
         guard stats.connected, inflight.count <= maxInflight / 2 else { return false }
         let batches: [BufferedBatch]
         do {
-            batches = try await buffer.nextBatches(max: maxInflight - inflight.count)
+            // Profiles that aggregate read enough batches to fill their messages, within a bound on records.
+            let perMessage = max(1, session.batchesPerMessage)
+            batches = try await buffer.nextBatches(max: min(10_000, (maxInflight - inflight.count) * perMessage),
+                                                   maxRecords: perMessage == 1 ? .max : 20_000)
         } catch {
             onError("cannot read the buffer: \(error)")
             return false
         }
         guard !batches.isEmpty else { return false }
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        for batch in batches {
-            for message in profile.messages(for: batch, now: now, context: context) {
-                switch link.publish(topic: message.topic, payload: message.payload, qos: qos, retain: false) {
-                case .accepted(let mid):
-                    stats.publishedMessages += 1
-                    inflight[mid] = message.seqs
-                case .refused(let reason):
-                    // Not lost: the records stay in the buffer and are handed out again.
-                    stats.lastError = reason
-                    onError("publish refused: \(reason); will retry")
-                    await buffer.rewind()
-                    try? await Task.sleep(for: .seconds(1))
-                    return true
+        let output = session.messages(for: batches, now: Self.nowMs())
+        if !output.settled.isEmpty { acknowledge(output.settled, message: false) }
+        for message in output.messages {
+            let messageQoS = message.qos ?? qos
+            switch link.publish(topic: message.topic, payload: message.payload, qos: messageQoS, retain: message.retain) {
+            case .accepted(let mid):
+                stats.publishedMessages += 1
+                if !message.ranges.isEmpty {
+                    inflight[mid] = message.ranges
+                    if messageQoS == 0 { qos0Inflight.insert(mid) }
                 }
+            case .refused(let reason):
+                // Not lost: the records stay in the buffer and are handed out again.
+                stats.lastError = reason
+                onError("publish refused: \(reason); will retry")
+                await buffer.rewind()
+                try? await Task.sleep(for: .seconds(1))
+                return true
             }
         }
         return true
+    }
+
+    /// Publishes messages that carry no buffered record (births, announcements, replies). A failure
+    /// is logged: the next session start (or the platform's retry) repeats them.
+    private func publishControl(_ messages: [OutgoingMessage], what: String) {
+        for message in messages {
+            switch link.publish(topic: message.topic, payload: message.payload, qos: message.qos ?? qos, retain: message.retain) {
+            case .accepted(let mid):
+                stats.publishedMessages += 1
+                if !message.ranges.isEmpty {
+                    inflight[mid] = message.ranges
+                    if (message.qos ?? qos) == 0 { qos0Inflight.insert(mid) }
+                }
+            case .refused(let reason):
+                onError("\(what): cannot publish on \(message.topic) (\(reason))")
+            }
+        }
+    }
+
+    // MARK: Commands from the platform
+
+    /// Wires commands to the machines: `execute` runs a checked write (on the collector) and must
+    /// call `writeFinished` when it is done; `log` records every write and refusal.
+    public func setCommandHandlers(execute: @escaping @Sendable (WriteRequest) -> Void,
+                                   log: @escaping @Sendable (CommandLog) -> Void) {
+        executeWrite = execute
+        logCommand = log
+    }
+
+    /// A message arrived on one of the profile's subscriptions.
+    public func received(_ message: InboundMessage) {
+        let decision = session.received(message, now: Self.nowMs())
+        for entry in decision.log { logCommand(entry) }
+        publishControl(decision.messages, what: "command reply")
+        for request in decision.writes {
+            if let executeWrite {
+                executeWrite(request)
+            } else {
+                writeFinished(request, outcome: .failed("commands are not enabled in this agent"))
+            }
+        }
+        wake?.yield()
+    }
+
+    /// A write finished: logged and answered.
+    public func writeFinished(_ request: WriteRequest, outcome: WriteOutcome) {
+        let result: String = switch outcome {
+        case .written: "written"
+        case .failed(let why): "failed: \(why)"
+        }
+        logCommand(CommandLog(origin: request.origin, device: request.device, signal: request.signal,
+                              value: request.value.description, result: result))
+        publishControl(session.writeFinished(request, outcome: outcome, now: Self.nowMs()), what: "command reply")
+    }
+
+    /// The topic filters the profile needs subscribed.
+    public func subscriptions() -> [String] { session.subscriptions }
+
+    /// The devices were reloaded: the profile announces the change (a Sparkplug rebirth).
+    public func devicesChanged(_ devices: [Device]) {
+        let messages = session.devicesChanged(devices, now: Self.nowMs())
+        if stats.connected { publishControl(messages, what: "device reload") }
+    }
+
+    /// Before a clean disconnect: what the profile sends last (a Sparkplug NDEATH).
+    public func endSession() {
+        guard stats.connected else { return }
+        publishControl(session.sessionEnding(now: Self.nowMs()), what: "session end")
     }
 
     /// Ends `run()` after the current step. In-flight messages stay in the buffer until acknowledged.

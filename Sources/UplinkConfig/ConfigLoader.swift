@@ -65,16 +65,21 @@ struct ConfigBuilder {
     static let agentKeys = ["name", "site"]
     static let pollKeys = ["interval", "timeout", "retries", "request_delay", "max_registers_per_request",
                            "max_bits_per_request", "max_gap", "single_reads"]
-    static let deviceKeys = ["name", "tcp", "rtu", "unit"] + pollKeys + ["signals"]
+    /// Report by exception: in `defaults`, a device or a signal (the nearest wins).
+    static let reportKeys = ["deadband", "deadband_percent", "heartbeat"]
+    static let deviceKeys = ["name", "tcp", "rtu", "unit"] + pollKeys + ["signals", "type"] + reportKeys
     static let tcpKeys = ["host", "port"]
     static let rtuKeys = ["bus"]
     static let busKeys = ["port", "baud", "parity", "data_bits", "stop_bits"]
-    static let signalKeys = ["name", "area", "address", "type", "bit", "registers", "order", "scale", "offset", "unit", "interval"]
+    static let signalKeys = ["name", "area", "address", "type", "bit", "registers", "order", "scale", "offset", "unit", "interval",
+                             "writable", "attribute"] + reportKeys
 
     func build(_ root: Cursor) -> UplinkConfiguration? {
         guard let top = reader.fields(root, what: "the config", allowed: Self.topKeys) else { return nil }
         let agent = top["agent"].map(agentIdentity) ?? AgentIdentity()
-        let defaults = top["defaults"].map { pollSettings($0, base: PollSettings()) } ?? PollSettings()
+        let defaultsFields = top["defaults"].flatMap { reader.fields($0, what: "poll defaults", allowed: Self.pollKeys + Self.reportKeys) }
+        let defaults = defaultsFields.map { applyPoll($0, to: PollSettings()) } ?? PollSettings()
+        let defaultReport = defaultsFields.map { applyReport($0, to: .everyPoll) } ?? .everyPoll
         let buses = top["serial_buses"].map(serialBuses) ?? [:]
         guard let devicesCursor = top["devices"] else {
             reader.fail(root, "missing key 'devices'; expected a list of devices to poll")
@@ -85,7 +90,7 @@ struct ConfigBuilder {
         var devices: [Device] = []
         var names: [String: Int] = [:]
         for cursor in list {
-            guard let device = device(cursor, defaults: defaults, buses: buses) else { continue }
+            guard let device = device(cursor, defaults: defaults, report: defaultReport, buses: buses) else { continue }
             if let line = names[device.name] {
                 reader.fail(cursor.child("name", cursor.node), "device name '\(device.name)' is already used on line \(line); expected unique device names")
                 continue
@@ -93,7 +98,13 @@ struct ConfigBuilder {
             names[device.name] = cursor.line
             devices.append(device)
         }
-        let mqtt = top["mqtt"].flatMap(mqttSettings)
+        var mqtt = top["mqtt"].flatMap(mqttSettings)
+        if var sparkplug = mqtt?.sparkplug {
+            // The edge node is named after the agent unless the config says otherwise.
+            if sparkplug.groupID.isEmpty { sparkplug.groupID = (agent ?? AgentIdentity()).site }
+            if sparkplug.edgeNodeID.isEmpty { sparkplug.edgeNodeID = (agent ?? AgentIdentity()).name }
+            mqtt?.sparkplug = sparkplug
+        }
         let buffer = top["buffer"].flatMap(bufferSettings) ?? BufferSettings()
         return UplinkConfiguration(agent: agent ?? AgentIdentity(), devices: devices, mqtt: mqtt, buffer: buffer)
     }
@@ -160,7 +171,7 @@ struct ConfigBuilder {
         return buses
     }
 
-    func device(_ at: Cursor, defaults: PollSettings, buses: [String: SerialSettings]) -> Device? {
+    func device(_ at: Cursor, defaults: PollSettings, report defaultReport: ReportPolicy, buses: [String: SerialSettings]) -> Device? {
         guard let fields = reader.fields(at, what: "a device", allowed: Self.deviceKeys) else { return nil }
         let before = reader.issues.count
         var deviceName: String?
@@ -169,6 +180,9 @@ struct ConfigBuilder {
         }
         let transport = self.transport(fields, at: at, buses: buses)
         let poll = applyPoll(fields, to: defaults)
+        let report = applyReport(fields, to: defaultReport)
+        var deviceType: String?
+        if let c = fields["type"] { deviceType = platformType(c) }
         var unit = 1
         if let c = fields["unit"] {
             let range = if case .rtu = transport { 1...247 } else { 0...255 }
@@ -179,7 +193,7 @@ struct ConfigBuilder {
             if list.isEmpty { reader.fail(c, "the list is empty; expected at least one signal") }
             var seen: [String: Int] = [:]
             for cursor in list {
-                guard let signal = signal(cursor, poll: poll) else { continue }
+                guard let signal = signal(cursor, poll: poll, report: report) else { continue }
                 if let line = seen[signal.name] {
                     reader.fail(cursor, "signal name '\(signal.name)' is already used on line \(line) of this device; expected unique signal names")
                     continue
@@ -191,7 +205,7 @@ struct ConfigBuilder {
             reader.fail(at, "missing key 'signals'; expected a list of signals to read")
         }
         guard reader.issues.count == before, let deviceName, let transport else { return nil }
-        let device = Device(name: deviceName, transport: transport, unit: unit, poll: poll, signals: signals)
+        let device = Device(name: deviceName, transport: transport, unit: unit, poll: poll, signals: signals, type: deviceType)
         if case .failure(let error) = Planner.plan(device) {
             reader.fail(fields["signals"] ?? at, error.description)
             return nil
@@ -237,7 +251,7 @@ struct ConfigBuilder {
         }
     }
 
-    func signal(_ at: Cursor, poll: PollSettings) -> Signal? {
+    func signal(_ at: Cursor, poll: PollSettings, report inherited: ReportPolicy) -> Signal? {
         guard let f = reader.fields(at, what: "a signal", allowed: Self.signalKeys) else { return nil }
         let before = reader.issues.count
         var signalName: String?
@@ -278,6 +292,7 @@ struct ConfigBuilder {
         if let c = f["unit"] { unit = reader.string(c, what: "a unit such as degC or kWh") }
         var interval = poll.intervalMs
         if let c = f["interval"], let v = reader.duration(c, in: 10...86_400_000) { interval = v }
+        let (report, writable, attribute) = platformKeys(f, type: type, area: area, inherited: inherited)
 
         guard reader.issues.count == before, let signalName, let area, let address, let type else { return nil }
         if address + type.width > 65536 {
@@ -285,7 +300,8 @@ struct ConfigBuilder {
             return nil
         }
         return Signal(name: signalName, area: area, address: address, type: type, order: order,
-                      scale: scale, offset: offset, unit: unit, intervalMs: interval)
+                      scale: scale, offset: offset, unit: unit, intervalMs: interval,
+                      writable: writable, report: report, attribute: attribute)
     }
 
     func dataType(_ f: Fields, at: Cursor, area: Area?) -> DataType? {

@@ -4,10 +4,11 @@ import UplinkCore
 extension ConfigBuilder {
     static let mqttKeys = ["broker", "client_id", "protocol", "qos", "username", "password_file", "password_env", "keepalive",
                            "tls", "topic_prefix", "data_topic", "status_topic", "max_inflight", "max_message_size",
-                           "reconnect_min", "reconnect_max", "payload"]
+                           "reconnect_min", "reconnect_max", "payload", "username_file", "username_env", "sparkplug"]
     static let tlsKeys = ["ca_file", "ca_path", "cert_file", "key_file", "insecure"]
     static let bufferKeys = ["max_size", "max_age", "when_full", "late_after"]
-    static let payloadProfiles = ["json"]
+    static let payloadProfiles = PayloadKind.allCases.map(\.rawValue)
+    static let sparkplugKeys = ["group_id", "edge_node_id"]
 
     func mqttSettings(_ at: Cursor) -> MQTTSettings? {
         guard let f = reader.fields(at, what: "MQTT settings", allowed: Self.mqttKeys) else { return nil }
@@ -31,6 +32,14 @@ extension ConfigBuilder {
         }
         if let c = f["qos"], let v = reader.int(c, in: 0...2, what: "a QoS level") { mqtt.qos = v }
         if let c = f["username"], let v = reader.string(c) { mqtt.username = v }
+        let usernameKeys = ["username", "username_file", "username_env"].compactMap { f[$0] }
+        if usernameKeys.count > 1, let c = usernameKeys.last {
+            reader.fail(c, "give one of username, username_file or username_env")
+        } else if let c = f["username_file"] {
+            if let v = reader.string(c, what: "a file path") { mqtt.usernameSource = .file(v) }
+        } else if let c = f["username_env"] {
+            if let v = reader.string(c, what: "an environment variable name") { mqtt.usernameSource = .environment(v) }
+        }
         switch (f["password_file"], f["password_env"]) {
         case (.some(let file), .some(let env)):
             _ = file
@@ -69,6 +78,7 @@ extension ConfigBuilder {
                 reader.fail(c, "unknown payload profile '\(v)'; expected one of \(Self.payloadProfiles.joined(separator: ", "))")
             }
         }
+        applyProfileRules(f, to: &mqtt)
         return mqtt
     }
 

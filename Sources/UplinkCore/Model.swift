@@ -134,9 +134,16 @@ public struct Signal: Sendable, Hashable {
     public var unit: String?
     /// Poll interval in milliseconds; the device's when not set per signal.
     public var intervalMs: Int
+    /// Whether (and within what bounds) the platform may write it; nil: read-only.
+    public var writable: WriteAccess?
+    /// Report by exception (deadband, heartbeat); `.everyPoll` by default.
+    public var report: ReportPolicy
+    /// A device attribute rather than telemetry (ThingsBoard `v1/gateway/attributes`), e.g. a serial number.
+    public var attribute: Bool
 
     public init(name: String, area: Area, address: Int, type: DataType, order: ByteOrder = .abcd,
-                scale: Double = 1, offset: Double = 0, unit: String? = nil, intervalMs: Int = 1000) {
+                scale: Double = 1, offset: Double = 0, unit: String? = nil, intervalMs: Int = 1000,
+                writable: WriteAccess? = nil, report: ReportPolicy = .everyPoll, attribute: Bool = false) {
         self.name = name
         self.area = area
         self.address = address
@@ -146,6 +153,9 @@ public struct Signal: Sendable, Hashable {
         self.offset = offset
         self.unit = unit
         self.intervalMs = intervalMs
+        self.writable = writable
+        self.report = report
+        self.attribute = attribute
     }
 
     /// One past the last register (or bit) the signal occupies.
@@ -217,13 +227,17 @@ public struct Device: Sendable, Hashable {
     public var unit: Int
     public var poll: PollSettings
     public var signals: [Signal]
+    /// The platform's device type (ThingsBoard device profile); nil: derived from the name (see `platformType`).
+    public var type: String?
 
-    public init(name: String, transport: Transport, unit: Int = 1, poll: PollSettings = PollSettings(), signals: [Signal]) {
+    public init(name: String, transport: Transport, unit: Int = 1, poll: PollSettings = PollSettings(), signals: [Signal],
+                type: String? = nil) {
         self.name = name
         self.transport = transport
         self.unit = unit
         self.poll = poll
         self.signals = signals
+        self.type = type
     }
 }
 
@@ -296,8 +310,12 @@ public struct MQTTSettings: Sendable, Hashable {
     public var maxMessageBytes: Int
     public var reconnectMinMs: Int
     public var reconnectMaxMs: Int
-    /// Payload profile name (`json`).
+    /// Payload profile name: `json`, `thingsboard` or `sparkplug` (see `PayloadKind`).
     public var payload: String
+    /// Where the username is read from instead of `username` (a ThingsBoard access token is the username).
+    public var usernameSource: PasswordSource?
+    /// The Sparkplug edge node identity; set when `payload` is `sparkplug`.
+    public var sparkplug: SparkplugSettings?
 
     public init(host: String = "127.0.0.1", port: Int = 1883, tls: TLS? = nil, clientID: String? = nil,
                 protocolVersion: ProtocolVersion = .v311, qos: Int = 1, username: String? = nil, password: PasswordSource? = nil,
