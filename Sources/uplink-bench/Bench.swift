@@ -8,7 +8,7 @@ import Modbus
 import UplinkCore
 
 @main
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "uplink-bench", abstract: "Benchmarks of the collection core.")
 
     @Option(help: "Modbus TCP server HOST:PORT to poll for the request-rate figure (e.g. uplink-sim); skipped if absent.")
@@ -23,9 +23,49 @@ struct Bench: ParsableCommand {
     @Option(help: "Registers per request when polling.")
     var registers: Int = 100
 
-    func run() throws {
-        decodeRate()
-        planningTime()
+    @Option(help: "Bare loop: publish QoS 1 to this broker HOST:PORT for --seconds and print acks/s (skips the core figures).")
+    var mqtt: String?
+
+    @Option(help: "With --mqtt: payload bytes per message.")
+    var payloadBytes: Int = 8000
+
+    @Option(help: "With --mqtt: messages in flight.")
+    var window: Int = 256
+
+    @Option(help: "Bare loop: durable buffer commits/s in this (scratch, emptied) directory for --seconds (skips the core figures).")
+    var bufferDir: String?
+
+    @Option(help: "With --buffer-dir: records per commit.")
+    var recordsPerCommit: Int = 100
+
+    @Option(help: "Bare loop: poll the first device of --config over RTU on this serial device for --seconds per plan (skips the core figures).")
+    var rtu: String?
+
+    @Option(help: "With --rtu: baud rate.")
+    var baud: Int = 9600
+
+    @Option(help: "With --rtu: agent config whose first device's map is polled.")
+    var config: String?
+
+    @Flag(help: "Only the poll-rate bare loop (with --server), not the decode and planning figures.")
+    var pollOnly = false
+
+    func run() async throws {
+        if let mqtt {
+            guard let colon = mqtt.lastIndex(of: ":"), let port = Int(mqtt[mqtt.index(after: colon)...]) else { throw ValidationError("--mqtt: expected HOST:PORT") }
+            try await Raw.mqttRate(host: String(mqtt[..<colon]), port: port, seconds: seconds, payloadBytes: payloadBytes, window: window)
+            return
+        }
+        if let bufferDir { try Raw.bufferRate(directory: bufferDir, seconds: seconds, recordsPerCommit: recordsPerCommit); return }
+        if let rtu {
+            guard let config else { throw ValidationError("--rtu needs --config") }
+            try Raw.rtu(config: config, port: rtu, baud: baud, unit: nil, seconds: seconds)
+            return
+        }
+        if !pollOnly {
+            decodeRate()
+            planningTime()
+        }
         if let server { try pollRate(server) }
     }
 
