@@ -149,7 +149,7 @@ public final class AgentDaemon: Sendable {
             password = text.hasSuffix("\n") ? String(text.dropLast()) : text
         case .environment(let name)?:
             guard let value = ProcessInfo.processInfo.environment[name] else {
-                throw .password("mqtt.password_env: environment variable \(name) is not set; expected it to hold the password")
+                throw .password("mqtt.password_env: \(SecretText.variableName(name)) is not set; expected it to hold the password")
             }
             password = value
         case nil: break

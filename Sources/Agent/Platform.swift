@@ -95,7 +95,7 @@ final class PlatformRuntime: Sendable {
             return value
         case .environment(let name)?:
             guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else {
-                throw .password("mqtt.username_env: environment variable \(name) is not set; expected it to hold the username (the ThingsBoard access token)")
+                throw .password("mqtt.username_env: \(SecretText.variableName(name)) is not set; expected it to hold the username (the ThingsBoard access token)")
             }
             return value
         case nil:

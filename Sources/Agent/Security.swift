@@ -81,3 +81,15 @@ public enum SecurityCheck {
         return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 }
+
+/// Text about secrets that is safe to log.
+enum SecretText {
+    /// Names an environment variable for a message, unless the "name" is not one: a config that
+    /// writes `password_env: ${MQTT_PASSWORD}` substitutes the password itself, which must not be printed.
+    static func variableName(_ name: String) -> String {
+        let looksLikeName = !name.isEmpty && name.count <= 128
+            && name.unicodeScalars.allSatisfy { ($0 >= "A" && $0 <= "Z") || ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") || $0 == "_" }
+            && !(name.first?.isNumber ?? true)
+        return looksLikeName ? "environment variable \(name)" : "the environment variable it names (not shown: the value does not look like a variable name; write the name, not ${...})"
+    }
+}

@@ -117,8 +117,9 @@ public struct DevicePoller {
             } catch {
                 switch error {
                 case .timeout, .badResponse:
-                    // A late or garbled answer must not be taken for the next one.
-                    client.flush()
+                    // A late or garbled answer must not be taken for the next one: on TCP the link
+                    // is reopened (a late answer would otherwise keep every later read one behind).
+                    do { try client.resynchronize() } catch { return .failure(error) }
                     attempt += 1
                     if attempt > device.poll.retries { return .failure(error) }
                 default:

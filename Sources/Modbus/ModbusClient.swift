@@ -88,6 +88,7 @@ public final class ModbusClient {
     private let context: OpaquePointer
     /// `host:port` or the serial device path, for messages.
     public let endpoint: String
+    private let isTCP: Bool
     public private(set) var isConnected = false
 
     /// A client for Modbus TCP. Nothing is sent until `connect()`.
@@ -98,6 +99,7 @@ public final class ModbusClient {
         }
         context = ctx
         endpoint = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        isTCP = true
     }
 
     /// A client for Modbus RTU on a serial device (or pseudo-terminal).
@@ -107,6 +109,7 @@ public final class ModbusClient {
         }
         context = ctx
         endpoint = serialPort
+        isTCP = false
     }
 
     deinit {
@@ -134,6 +137,20 @@ public final class ModbusClient {
     /// Drops any bytes still in flight (a late answer after a timeout must not be read as the next one).
     public func flush() {
         if isConnected { _ = modbus_flush(context) }
+    }
+
+    /// After a timeout or a malformed answer: makes sure the next answer read belongs to the next
+    /// request. On TCP the connection is reopened (an answer arriving late, after any flush, would
+    /// otherwise be read as the reply to the following request, and every later one, forever); on a
+    /// serial line the input is flushed.
+    public func resynchronize() throws(ModbusError) {
+        guard isConnected else { return }
+        if isTCP {
+            close()
+            try connect()
+        } else {
+            _ = modbus_flush(context)
+        }
     }
 
     /// How long to wait for an answer. libmodbus rejects zero, so the minimum is 1 ms (PITFALLS G7).

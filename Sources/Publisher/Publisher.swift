@@ -101,10 +101,12 @@ public actor Publisher {
             session.sessionLost()
             stats.connected = false
             stats.lastError = reason
-            // QoS 0 messages not yet written are dropped by libmosquitto without an ack: their records
-            // are handed out again after the reconnect (QoS 1/2 messages are resent by libmosquitto).
-            if !qos0Inflight.isEmpty {
-                for mid in qos0Inflight { inflight.removeValue(forKey: mid) }
+            // Whatever was in flight is handed out again after the reconnect, oldest first, so a
+            // device's records reach the platform in seq order even across repeated outages. QoS 0
+            // messages not yet written are dropped by libmosquitto without an ack; QoS 1/2 ones it may
+            // resend itself (a duplicate with a seq already seen; the ack of its old mid is ignored).
+            if !inflight.isEmpty {
+                inflight.removeAll()
                 qos0Inflight.removeAll()
                 await buffer.rewind()
             }

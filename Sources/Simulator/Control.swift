@@ -73,8 +73,10 @@ public struct ControlAPI: Sendable {
     }
 
     public func handle(method: String, target: String, body: String) -> Response {
-        let path = target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? target
-        let query = target.contains("?") ? String(target.split(separator: "?", maxSplits: 1)[1]) : ""
+        // "/machines?" has an empty query: split by index, never by subscripting a split.
+        let mark = target.firstIndex(of: "?")
+        let path = mark.map { String(target[..<$0]) } ?? target
+        let query = mark.map { String(target[target.index(after: $0)...]) } ?? ""
         let parts = path.split(separator: "/").map { String($0).replacingAll("%2A", with: "*").replacingAll("%2a", with: "*") }
         switch (method, parts.count, parts.first) {
         case ("GET", 0, _), ("GET", 1, "machines"):

@@ -139,6 +139,11 @@ public struct Formula: Sendable {
         let text: [UInt8]
         let source: String
         var position = 0
+        /// Parentheses, calls and unary operators open so far: bounded, so that a hostile formula
+        /// is a located error, not a stack overflow (in parsing, evaluating or freeing the tree).
+        var depth = 0
+        static let maxDepth = 32
+        static let maxLength = 1000
 
         init(_ source: String) {
             self.source = source
@@ -148,6 +153,9 @@ public struct Formula: Sendable {
         mutating func parseAll() throws(FormulaError) -> Expr {
             skipSpace()
             guard position < text.count else { throw FormulaError(message: "empty formula", offset: 0) }
+            guard text.count <= Self.maxLength else {
+                throw FormulaError(message: "formula of \(text.count) characters; expected at most \(Self.maxLength) (split it over helper registers)", offset: 0)
+            }
             let expr = try parseOr()
             skipSpace()
             guard position == text.count else { throw error("unexpected '\(rest)'") }
@@ -222,7 +230,14 @@ public struct Formula: Sendable {
             }
         }
 
+        mutating func nest() throws(FormulaError) {
+            depth += 1
+            if depth > Self.maxDepth { throw error("nesting deeper than \(Self.maxDepth) levels") }
+        }
+
         mutating func parseUnary() throws(FormulaError) -> Expr {
+            try nest()
+            defer { depth -= 1 }
             if take("-") { return .unary("-", try parseUnary()) }
             if take("!") || take("not") { return .unary("!", try parseUnary()) }
             let base = try parsePrimary()
@@ -235,6 +250,8 @@ public struct Formula: Sendable {
             guard position < text.count else { throw error("expected a number, name or '(' at the end") }
             let byte = text[position]
             if take("(") {
+                try nest()
+                defer { depth -= 1 }
                 let inner = try parseOr()
                 guard take(")") else { throw error("expected ')'") }
                 return inner

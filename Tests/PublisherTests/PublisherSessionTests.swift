@@ -114,9 +114,20 @@ struct PublisherSessionTests {
         #expect(await waitFor { link.sent.count == 2 })
         #expect(link.sent.allSatisfy { $0.topic == "uplink/s/d/data" && $0.qos == 1 })
         await publisher.handle(.disconnected(reason: "x"))
-        // QoS 1 messages survive a lost connection (libmosquitto resends them): still in flight.
-        #expect(await publisher.snapshot().inflight == 2)
+        // A lost connection hands what was in flight out again, oldest first, after the reconnect
+        // (so a device's seqs reach the platform in order across repeated outages).
+        #expect(await publisher.snapshot().inflight == 0)
+        await publisher.handle(.connected)
+        #expect(await waitFor { link.sent.count == 4 })
+        #expect(link.sent[2].payload == link.sent[0].payload.replacingLate(), "the same batch again, marked late")
         await publisher.stop()
         await writer.close()
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// The payload as a replay carries it: `"late":true`.
+    func replacingLate() -> [UInt8] {
+        Array(String(decoding: self, as: UTF8.self).replacingOccurrences(of: "\"late\":false", with: "\"late\":true").utf8)
     }
 }
