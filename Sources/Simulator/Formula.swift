@@ -142,7 +142,7 @@ public struct Formula: Sendable {
         /// Parentheses, calls and unary operators open so far: bounded, so that a hostile formula
         /// is a located error, not a stack overflow (in parsing, evaluating or freeing the tree).
         var depth = 0
-        static let maxDepth = 32
+        static let maxDepth = 1000
         static let maxLength = 1000
 
         init(_ source: String) {
