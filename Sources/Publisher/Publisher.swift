@@ -264,11 +264,4 @@ public actor Publisher {
         wake?.yield()
     }
 
-    /// Waits up to `timeout` for the in-flight messages to be acknowledged (for a clean shutdown).
-    public func drainInflight(timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
-        while !inflight.isEmpty && stats.connected && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-    }
 }
