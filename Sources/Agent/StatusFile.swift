@@ -40,9 +40,15 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
         let data = try encoder.encode(self)
         let target = directory.appendingPathComponent(Self.fileName)
         let temporary = directory.appendingPathComponent(".\(Self.fileName).\(pid).tmp")
-        try data.write(to: temporary)
-        if rename(temporary.path, target.path) != 0 {
-            throw CocoaError(.fileWriteUnknown)
+        do {
+            try data.write(to: temporary)
+            if rename(temporary.path, target.path) != 0 {
+                throw CocoaError(.fileWriteUnknown)
+            }
+        } catch {
+            // A full disk leaves a partial temporary file behind: do not let it take more space.
+            unlink(temporary.path)
+            throw error
         }
     }
 

@@ -111,6 +111,22 @@ public final class DiskBuffer: Sendable {
         core.withLock { $0.write(submissions: submissions, acks: acks, uncommittedDrops: uncommittedDrops) }
     }
 
+    /// Splits `ranges` into ranges of at most `records` seqs each.
+    static func pieces(of ranges: [ClosedRange<UInt64>], records: Int) -> [ClosedRange<UInt64>] {
+        let step = UInt64(max(1, records))
+        var out: [ClosedRange<UInt64>] = []
+        for range in ranges {
+            var low = range.lowerBound
+            while true {
+                let high = range.upperBound - low >= step ? low + step - 1 : range.upperBound
+                out.append(low...high)
+                if high == range.upperBound { break }
+                low = high + 1
+            }
+        }
+        return out
+    }
+
     /// Collapses a list of seqs into sorted, merged ranges.
     static func ranges(of seqs: [UInt64]) -> [ClosedRange<UInt64>] {
         var out: [ClosedRange<UInt64>] = []
@@ -161,6 +177,11 @@ final class Core {
     /// `meta` holds counts not yet persisted (drops counted while a commit failed).
     private var metaDirty = false
     private var closed = false
+    /// Space given back to the file system when the disk is full (see `DiskReserve`).
+    private let reserve: DiskReserve
+    /// Set when the disk filled up: the backlog may not grow past this many accounted bytes (new
+    /// records then push out the oldest, counted `disk-full`). Lifted once the disk has room again.
+    private var diskCap: Int64?
 
     private let insertStmt: SQLiteStatement
     private let upsertMetaStmt: SQLiteStatement
@@ -169,7 +190,8 @@ final class Core {
     private let readStmt: SQLiteStatement
     private let oldestStmt: SQLiteStatement
 
-    private init(db: SQLiteDatabase, options: BufferOptions, directory: URL, lockFD: Int32, meta: Meta) throws(SQLiteError) {
+    private init(db: SQLiteDatabase, options: BufferOptions, directory: URL, lockFD: Int32, meta: Meta,
+                 reserve: DiskReserve) throws(SQLiteError) {
         insertStmt = try db.prepare(Layout.insertRecord, persistent: true)
         upsertMetaStmt = try db.prepare(Layout.upsertMeta, persistent: true)
         deleteRangeStmt = try db.prepare("DELETE FROM record WHERE seq BETWEEN ?1 AND ?2 RETURNING seq, size", persistent: true)
@@ -182,6 +204,15 @@ final class Core {
         self.lockFD = lockFD
         self.meta = meta
         self.replayBoundary = meta.nextSeq &- 1
+        self.reserve = reserve
+        // Keep the WAL smaller than the reserve, so that freeing the reserve always lets a
+        // checkpoint finish on a full disk.
+        try db.exec("PRAGMA wal_autocheckpoint=\(reserve.walCheckpointPages)")
+        try db.exec("PRAGMA journal_size_limit=\(min(Int64(Layout.journalSizeLimit), reserve.size))")
+        if !reserve.take() {
+            // The disk is already full: do not grow until it has room again.
+            diskCap = meta.backlogBytes
+        }
     }
 
     deinit {
@@ -212,6 +243,9 @@ final class Core {
         // From here on the lock must be released on every error path.
         do {
             let path = directory.appendingPathComponent(Layout.databaseName).path
+            let reserve = DiskReserve(directory: directory)
+            // On a disk that is already full, opening needs room too (the WAL index, the WAL).
+            if reserve.freeBytes < reserve.size { reserve.release() }
             var report: RecoveryReport?
             let db: SQLiteDatabase
             do {
@@ -229,7 +263,8 @@ final class Core {
             let meta = try Opening.reconcileMeta(db: db, options: options)
             let core: Core
             do {
-                core = try Core(db: db, options: options, directory: directory, lockFD: fd, meta: meta)
+                core = try Core(db: db, options: options, directory: directory, lockFD: fd, meta: meta,
+                                reserve: reserve)
             } catch {
                 throw BufferError.cannotOpen(path: path, reason: "\(error)")
             }
@@ -396,7 +431,9 @@ final class Core {
         if let maxAge = options.maxAge {
             try expire(cutoff: now - maxAge.milliseconds, meta: &t.meta, drops: &t.drops)
         }
-        let maxBytes = options.maxBytes
+        // Past the configured bound the drops are `overflow`; past the bound a full disk set, `disk-full`.
+        let maxBytes = min(options.maxBytes, diskCap ?? .max)
+        let boundReason: DropReason = maxBytes < options.maxBytes ? .diskFull : .overflow
         for submission in submissions {
             let batches = submission.filter { !$0.records.isEmpty }
             let sizes = batches.map { b in b.records.reduce(Int64(0)) { $0 + RowCodec.accountedSize($1, device: b.device) } }
@@ -418,7 +455,9 @@ final class Core {
                 let total = sizes.reduce(0, +)
                 if t.meta.backlogBytes + total > maxBytes {
                     t.meta.dropped.rejected += UInt64(recordCount)
-                    t.results.append(.rejected(.full(neededBytes: total, freeBytes: max(0, maxBytes - t.meta.backlogBytes))))
+                    t.results.append(.rejected(boundReason == .diskFull
+                        ? .diskFull("no space left for new records")
+                        : .full(neededBytes: total, freeBytes: max(0, maxBytes - t.meta.backlogBytes))))
                     continue
                 }
             }
@@ -429,15 +468,15 @@ final class Core {
                     if options.overflowPolicy == .dropOldest && size <= maxBytes {
                         var needed = t.meta.backlogBytes + size - maxBytes
                         // Not-in-flight records first; in-flight ones only if that is not enough.
-                        needed -= try dropOldest(after: cursor, needed: needed, reason: .overflow, meta: &t.meta, drops: &t.drops)
+                        needed -= try dropOldest(after: cursor, needed: needed, reason: boundReason, meta: &t.meta, drops: &t.drops)
                         if needed > 0 {
-                            _ = try dropOldest(after: 0, needed: needed, reason: .overflow, meta: &t.meta, drops: &t.drops)
+                            _ = try dropOldest(after: 0, needed: needed, reason: boundReason, meta: &t.meta, drops: &t.drops)
                         }
                         fits = t.meta.backlogBytes + size <= maxBytes
                     }
                     if !fits {
-                        t.meta.dropped.overflow += UInt64(batch.records.count)
-                        Self.note(BufferDrop(reason: .overflow, records: batch.records.count, batches: 1, seqs: nil), in: &t.drops)
+                        t.meta.dropped[boundReason] += UInt64(batch.records.count)
+                        Self.note(BufferDrop(reason: boundReason, records: batch.records.count, batches: 1, seqs: nil), in: &t.drops)
                         continue
                     }
                 }
@@ -467,6 +506,7 @@ final class Core {
         let now = options.clock()
         var outcome = WriteOutcome()
         var extraDrops: [BufferDrop] = []
+        var ackedInPieces = 0
         var lastError: SQLiteError
         do {
             return finish(try transact(submissions, acks: acks, allowInserts: true, now: now, extraDrops: []))
@@ -475,45 +515,89 @@ final class Core {
             lastError = error
         }
         if lastError.isFull {
-            // Disk (or maxFileBytes) full. With drop-oldest, free some of the oldest records and
-            // retry; otherwise (or if that fails) keep only the deletions and drop the new records.
-            // Free about a tenth of the backlog (at least twice the incoming size), doubling on
-            // each retry: pages freed inside leaf pages that still hold rows do not help at once.
+            // Disk (or maxFileBytes) full. Every transaction, even a deleting one, needs room in
+            // the WAL: give the reserve back, checkpoint, and work in pieces small enough for
+            // that room, checkpointing after each. Acknowledgements first, then (drop-oldest) the
+            // oldest records, a tenth of the backlog (at least twice the incoming size); then cap
+            // the backlog where it stands, so the file stops growing and new records reuse the
+            // freed pages. The cap stays until the disk has room again (`recoverFromFullDisk`).
+            relieveFullDisk()
+            let backlogAtFull = meta.backlogBytes
             let incoming = submissions.joined().reduce(Int64(0)) { total, batch in
                 batch.records.reduce(total) { $0 + RowCodec.accountedSize($1, device: batch.device) }
             }
-            var needed = max(2 * incoming, meta.backlogBytes / 10, 16 * 1024)
-            var attempts = 0
-            while lastError.isFull && options.overflowPolicy == .dropOldest && meta.backlogRecords > 0 && attempts < 3 {
-                attempts += 1
+            let target = options.overflowPolicy == .dropOldest
+                ? max(0, backlogAtFull - max(2 * incoming, backlogAtFull / 10, 16 * 1024)) : backlogAtFull
+            var unackedPieces: [ClosedRange<UInt64>] = []
+            let stored = acks.compactMap { range -> ClosedRange<UInt64>? in
+                let low = max(range.lowerBound, 1), high = min(range.upperBound, meta.nextSeq &- 1)
+                return low <= high ? low...high : nil
+            }
+            // A piece that does not fit is halved, down to one record: the room left may be small.
+            var queue = DiskBuffer.pieces(of: stored, records: reserve.pieceRecords)
+            while !queue.isEmpty {
+                let piece = queue.removeFirst()
                 do {
-                    var t = Transaction(meta: meta)
-                    try db.exec("BEGIN IMMEDIATE")
-                    let freed = try dropOldest(after: cursor, needed: needed, reason: .diskFull, meta: &t.meta, drops: &t.drops)
-                    if freed < needed {
-                        _ = try dropOldest(after: 0, needed: needed - freed, reason: .diskFull, meta: &t.meta, drops: &t.drops)
+                    let done = finish(try transact([], acks: [piece], allowInserts: true, now: now, extraDrops: []),
+                                      recover: false)
+                    ackedInPieces += done.ackedRecords
+                    extraDrops += done.drops
+                    try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+                } catch {
+                    db.rollbackQuietly()
+                    lastError = error
+                    try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+                    guard error.isFull, piece.count > 1 else {
+                        unackedPieces = [piece] + queue
+                        break
                     }
-                    try t.meta.save(to: upsertMetaStmt)
-                    try db.exec("COMMIT")
-                    meta = t.meta
-                    metaDirty = false
-                    extraDrops += t.drops
-                } catch {
-                    db.rollbackQuietly()
-                    lastError = error
-                    break
+                    let middle = piece.lowerBound + UInt64(piece.count / 2)
+                    queue.insert(contentsOf: [piece.lowerBound...middle - 1, middle...piece.upperBound], at: 0)
                 }
-                do {
-                    return finish(try transact(submissions, acks: acks, allowInserts: true, now: now, extraDrops: extraDrops))
-                } catch {
-                    db.rollbackQuietly()
-                    lastError = error
+            }
+            if options.overflowPolicy == .dropOldest {
+                var piece = Int64(reserve.pieceRecords) * 64
+                while meta.backlogBytes > target {
+                    do {
+                        var t = Transaction(meta: meta)
+                        try db.exec("BEGIN IMMEDIATE")
+                        var freed = try dropOldest(after: cursor, needed: piece, reason: .diskFull, meta: &t.meta, drops: &t.drops)
+                        if freed == 0 {
+                            freed = try dropOldest(after: 0, needed: piece, reason: .diskFull, meta: &t.meta, drops: &t.drops)
+                        }
+                        try t.meta.save(to: upsertMetaStmt)
+                        try db.exec("COMMIT")
+                        meta = t.meta
+                        metaDirty = false
+                        extraDrops += t.drops
+                        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+                        if freed == 0 { break }
+                    } catch {
+                        db.rollbackQuietly()
+                        lastError = error
+                        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+                        guard error.isFull, piece > 64 else { break }
+                        piece /= 2
+                    }
                 }
-                needed *= 2
+            }
+            diskCap = min(diskCap ?? .max, max(meta.backlogBytes, target))
+            do {
+                var done = finish(try transact(submissions, acks: [], allowInserts: true, now: now, extraDrops: extraDrops))
+                done.ackedRecords += ackedInPieces
+                if !unackedPieces.isEmpty { done.ackError = .diskFull("acknowledgements could not be stored: the disk is full") }
+                return done
+            } catch {
+                db.rollbackQuietly()
+                lastError = error
             }
             if lastError.isFull {
+                relieveFullDisk()
                 do {
-                    return finish(try transact(submissions, acks: acks, allowInserts: false, now: now, extraDrops: extraDrops))
+                    var done = finish(try transact(submissions, acks: [], allowInserts: false, now: now, extraDrops: extraDrops))
+                    done.ackedRecords += ackedInPieces
+                    if !unackedPieces.isEmpty { done.ackError = .diskFull("acknowledgements could not be stored: the disk is full") }
+                    return done
                 } catch {
                     db.rollbackQuietly()
                     lastError = error
@@ -541,14 +625,38 @@ final class Core {
         }
         metaDirty = true
         outcome.ackError = error
+        outcome.ackedRecords = ackedInPieces
         return outcome
     }
 
-    private func finish(_ t: Transaction) -> WriteOutcome {
+    private func finish(_ t: Transaction, recover: Bool = true) -> WriteOutcome {
         meta = t.meta
         metaDirty = false
         pendingCorrupt.removeAll()
+        if recover && diskCap != nil { recoverFromFullDisk() }
         return WriteOutcome(results: t.results, drops: t.drops, ackedRecords: t.acked, ackError: nil)
+    }
+
+    // MARK: Full disk
+
+    /// Frees what can be freed without a transaction: the reserve, then the WAL (checkpointed into
+    /// the database file, whose freed pages it can reuse, and truncated).
+    private func relieveFullDisk() {
+        reserve.release()
+        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    /// After each commit while capped: keep the WAL empty, take the reserve back when there is room,
+    /// and lift the cap once the disk has plenty of room again (an operator freed space).
+    private func recoverFromFullDisk() {
+        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        guard reserve.take() else { return }
+        let capByFile = options.maxFileBytes.map {
+            Core.fileSize(db.path) + Core.fileSize(db.path + "-wal") > $0 * 3 / 4
+        } ?? false
+        if !capByFile && reserve.freeBytes >= 8 * reserve.size {
+            diskCap = nil
+        }
     }
 
     // MARK: Read
@@ -637,8 +745,14 @@ final class Core {
         do {
             let db = try SQLiteDatabase(path: path, flags: SQLITE_OPEN_READONLY)
             sqlite3_busy_timeout(db.handle, 2000)
-            guard try db.scalarInt("PRAGMA application_id") == Layout.applicationID else {
-                throw BufferError.cannotOpen(path: path, reason: "not an Uplink buffer file")
+            let appID = try db.scalarInt("PRAGMA application_id") ?? 0
+            guard appID == Layout.applicationID else {
+                // A new file gets its id in the agent's first transaction: a reader can come first.
+                let tables = appID == 0 ? try db.scalarInt("SELECT count(*) FROM sqlite_master") ?? 0 : 1
+                let reason = tables == 0
+                    ? "not initialised yet (an agent is creating it); try again in a moment"
+                    : "not an Uplink buffer file"
+                throw BufferError.cannotOpen(path: path, reason: reason)
             }
             try db.exec("BEGIN")  // one consistent snapshot for meta and the oldest row
             var meta = Meta()

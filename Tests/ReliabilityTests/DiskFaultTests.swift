@@ -8,7 +8,7 @@ import TestSupport
 
 extension Reliability {
     @Suite("3. Disk faults", needsBroker) struct DiskFaults {
-        @Test("the state directory on a 2 MB tmpfs fills up: counted and logged, polling goes on, no crash; the drop policy and the recovery after the broker returns are known issues (Buffer)",
+        @Test("the state directory on a 2 MB tmpfs fills up: oldest records make room (counted, logged), polling goes on; after the broker returns the backlog drains and committing resumes",
               .timeLimit(.minutes(3)), .enabled(if: Facilities.tmpfs, "needs root and tmpfs mounts"))
         func smallDiskFillsUp() async throws {
             let sandbox = Sandbox("tmpfs")
@@ -52,13 +52,10 @@ extension Reliability {
             let refusedLines = agent.logLines(containing: "buffer refused a poll")
             let whileFull = try agent.status()
 
-            // drop_oldest on a full disk should delete the oldest records to make room for new ones (docs/buffer.md).
-            // Known issue (Buffer): the WAL holds the whole 2 MB and a delete needs WAL space too, so no
-            // transaction can commit: nothing is deleted, every new record is refused.
-            withKnownIssue("Buffer: on a completely full disk drop_oldest cannot free space (the delete itself needs WAL space); every new poll is dropped instead") {
-                #expect(!committedDrops.isEmpty, "no oldest records were dropped to make room")
-                #expect(whileFull.nextSeq > nextSeqAtFull + 500, "no new record was committed while full: next_seq \(whileFull.nextSeq)")
-            }
+            // drop_oldest on a full disk deletes the oldest records to make room for new ones (docs/buffer.md):
+            // the buffer gives its reserve back so that the deletions can commit.
+            #expect(!committedDrops.isEmpty, "no oldest records were dropped to make room: \(dropLines)")
+            #expect(whileFull.nextSeq > nextSeqAtFull + 500, "no new record was committed while full: next_seq \(whileFull.nextSeq)")
 
             // The broker comes back: acknowledged records should be deleted and new ones committed again.
             proxy.set(.pass)
@@ -69,18 +66,18 @@ extension Reliability {
                 guard let now = try? agent.status() else { return false }
                 return now.nextSeq > whileFull.nextSeq + 500 && now.backlog.records < whileFull.backlog.records
             }
-            // Known issue (Buffer): acknowledgements cannot be committed on the full disk either: the backlog
-            // is published but never deleted, and nothing new is stored: wedged until space is freed by hand.
-            withKnownIssue("Buffer: on a full disk acknowledgements cannot be committed; the backlog never drains and the agent stays wedged") {
-                #expect(resumed, "the agent did not resume committing after the broker returned: \((try? agent.status().text) ?? "")")
-            }
+            // Acknowledgements commit on the full disk too: the backlog drains and new records are stored.
+            #expect(resumed, "the agent did not resume committing after the broker returned: \((try? agent.status().text) ?? "")")
+            #expect(try agent.status().backlog.records < whileFull.backlog.records, "the backlog did not drain")
             #expect(agent.terminate(timeout: 10) == 0, "\(agent.output.suffix(2000))")
             #expect(agent.process.process.terminationReason == .exit)
             let final = try agent.status()
             let ledger = await subscriber.waitForAll(below: final.nextSeq, timeout: resumed ? 30 : 10)
-            // Whatever was delivered is consistent: no seq reused, none beyond next_seq.
-            expectDelivered(ledger, nextSeq: final.nextSeq, allowedMissing: Int(final.nextSeq))
+            // Every seq is delivered, dropped by the policy (counted) or still in the buffer; none reused.
+            let counted = Int(final.drops.values.reduce(0, +)) + Int(final.backlog.records)
+            expectDelivered(ledger, nextSeq: final.nextSeq, allowedMissing: counted)
             let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: state.path)) ?? []).filter { $0.hasSuffix(".tmp") }
+            #expect(leftovers.isEmpty, "status.json temporary files left on the full disk: \(leftovers)")
             report("tmpfs 2 MB full: first disk_full drop at next_seq \(nextSeqAtFull); polling went on (simulator requests +\(try sim.requests(of: "m1") - requestsAtFull)); \(dropLines.count) 'buffer dropped records' lines and \(refusedLines.count) 'buffer refused a poll' lines, e.g. '\(dropLines.last.map(String.init) ?? "")'; drops of committed (oldest) records: \(committedDrops.count); next_seq while full \(whileFull.nextSeq); after the broker returned: \(ledger.seqs.count) seqs delivered, resumed committing: \(resumed); status.json temp files left: \(leftovers)")
         }
 
