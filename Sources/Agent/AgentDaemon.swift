@@ -251,11 +251,15 @@ public final class AgentDaemon: Sendable {
         let plans = config.devices.compactMap { try? Planner.plan($0).get() }
         let writer = self.writer, publisher = self.publisher, log = self.log
         let platform = self.platform
+        let refusals = LogThrottle()
         let collector = Collector(plans: plans, onBatch: { polled in
             // Report by exception: unchanged readings never reach the disk.
             guard let batch = platform.admit(polled) else { return }
             writer.submit(batch) { result in
-                if case .failure(let error) = result { log.error("buffer refused a poll", ["device": batch.device, "detail": error.description]) }
+                if case .failure(let error) = result, let held = refusals.admit() {
+                    log.error("buffer refused a poll", ["device": batch.device, "detail": error.description,
+                                                        "similar_lines_held_back": String(held)])
+                }
                 publisher.notify()
             }
         }, onEvent: { event in

@@ -101,3 +101,28 @@ public final class Log: Sendable {
                       Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(ts.tv_nsec / 1_000_000))
     }
 }
+
+/// Lets one line through at once, then at most one per `interval`, counting what it held back: a
+/// failure that repeats on every poll (a read-only disk) must not flood the journal.
+final class LogThrottle: Sendable {
+    private let interval: Duration
+    private let state = Mutex<(last: ContinuousClock.Instant?, held: Int)>((nil, 0))
+
+    init(interval: Duration = .seconds(10)) {
+        self.interval = interval
+    }
+
+    /// nil: hold this line back. Otherwise log it, with the number of lines held back since the last.
+    func admit() -> Int? {
+        state.withLock { s in
+            let now = ContinuousClock.now
+            if let last = s.last, now - last < interval {
+                s.held += 1
+                return nil
+            }
+            let held = s.held
+            s = (now, 0)
+            return held
+        }
+    }
+}

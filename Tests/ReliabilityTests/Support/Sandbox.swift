@@ -180,11 +180,29 @@ final class Ext4Disk {
     func unfreeze() { Shell.run(["fsfreeze", "--unfreeze", mountPoint.path]) }
 
     /// What an operator does after the disk error: unmount, fsck, mount again.
+    /// The unmount is retried until it succeeds and the loop device is gone: a lazy unmount would
+    /// leave the aborted superblock in use, and the next mount of the same image would get it back,
+    /// still read-only (seen once on a clean CI clone: the restarted agent could not lock its state).
     func repair() throws {
-        if Shell.run(["umount", mountPoint.path]).status != 0 { try Shell.must(["umount", "-l", mountPoint.path]) }
+        let path = mountPoint.path
+        var unmounted = false
+        for _ in 0..<100 {
+            if Shell.run(["umount", path]).status == 0 { unmounted = true; break }
+            usleep(100_000)
+        }
+        if !unmounted { throw SandboxError("\(path) stayed busy for 10 s: cannot unmount it for fsck") }
+        for _ in 0..<100 {
+            if Shell.run(["losetup", "-j", image.path]).output.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { break }
+            usleep(100_000)
+        }
         let (status, output) = Shell.run(["e2fsck", "-fy", image.path], timeout: 120)
         guard status <= 2 else { throw SandboxError("e2fsck exited \(status): \(output)") }
         try mount()
+        let probe = mountPoint.appendingPathComponent(".writable")
+        guard FileManager.default.createFile(atPath: probe.path, contents: Data()) else {
+            throw SandboxError("\(path) is still read-only after fsck and a fresh mount: \(Shell.run(["findmnt", path]).output)")
+        }
+        try? FileManager.default.removeItem(at: probe)
     }
 }
 

@@ -1,0 +1,14 @@
+import Testing
+@testable import Agent
+
+@Suite struct LogThrottleTests {
+    @Test func theFirstLineGoesThroughAndRepeatsAreHeldAndCounted() async throws {
+        let throttle = LogThrottle(interval: .milliseconds(200))
+        #expect(throttle.admit() == 0)
+        #expect(throttle.admit() == nil)
+        #expect(throttle.admit() == nil)
+        try await Task.sleep(for: .milliseconds(250))
+        #expect(throttle.admit() == 2, "the next line carries the count of the held-back ones")
+        #expect(throttle.admit() == nil)
+    }
+}
