@@ -107,8 +107,9 @@ public final class AgentDaemon: Sendable {
         if let recovery = disk.recovery {
             log.error("buffer recovered from a damaged file", ["detail": recovery.description])
         }
-        // Polls due at the same moment (every device on the same interval) share one commit and one fsync.
-        writer = BufferWriter(buffer: disk, linger: .milliseconds(10))
+        // Polls due at the same moment (every device on the same interval) share one commit and one
+        // fsync, and the broker's acknowledgements ride along with the next one (or wait 1 s at most).
+        writer = BufferWriter(buffer: disk, linger: .milliseconds(10), ackDelay: .seconds(1))
 
         let platform = PlatformRuntime(config: config, mqtt: mqtt, stateDirectory: options.stateDirectory)
         self.platform = platform

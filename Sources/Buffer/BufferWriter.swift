@@ -14,8 +14,10 @@ import UplinkCore
 ///   If the queue holds more than `maxPendingRecords` (the disk stalled), the new batch is
 ///   dropped at once and counted (`DropReason.queueOverflow`): a producer is never held up.
 /// - `append` is the awaiting variant: it suspends (without blocking a thread) until committed.
-/// - `acknowledge` queues deletions that are committed with the next group commit; `flush()`
-///   waits until everything queued so far is committed.
+/// - `acknowledge` queues deletions that ride along with the next group commit of new records, or
+///   are committed on their own after `ackDelay` if none comes: an acknowledgement lost in a crash
+///   only means a record is sent again (a repeat of a delivered seq, never a loss), so it does not
+///   get an fsync of its own. `flush()` and `stats()` commit them first.
 /// - Every drop is also yielded on `drops`, for logging.
 ///
 /// Work is executed in submission order. Call `close()` at shutdown: it commits what is queued,
@@ -32,13 +34,14 @@ public final class BufferWriter: Sendable {
     ///   - maxPendingRecords: records queued in memory before new submissions are dropped.
     ///   - maxRecordsPerCommit: records committed per transaction at most.
     ///   - linger: how long the thread waits for more batches before committing a small group.
+    ///   - ackDelay: how long acknowledgements wait for a commit of new records to ride along with.
     public init(buffer: DiskBuffer, maxPendingRecords: Int = 100_000, maxRecordsPerCommit: Int = 20_000,
-                linger: Duration = .milliseconds(2)) {
+                linger: Duration = .milliseconds(2), ackDelay: Duration = .zero) {
         let (stream, continuation) = AsyncStream.makeStream(of: BufferDrop.self, bufferingPolicy: .bufferingNewest(1024))
         self.buffer = buffer
         self.drops = stream
         self.engine = Engine(buffer: buffer, drops: continuation, maxPendingRecords: maxPendingRecords,
-                             maxRecordsPerCommit: maxRecordsPerCommit, linger: linger)
+                             maxRecordsPerCommit: maxRecordsPerCommit, linger: linger, ackDelay: ackDelay)
         let engine = self.engine
         let thread = Thread { engine.run() }
         thread.name = "uplink-buffer-writer"
@@ -86,10 +89,15 @@ public final class BufferWriter: Sendable {
 
     /// The next batches not yet handed out (see `DiskBuffer.nextBatches`), read on the writer thread.
     public func nextBatches(max: Int, maxRecords: Int = .max) async throws(BufferError) -> [BufferedBatch] {
-        try await perform { (buffer) throws(BufferError) in try buffer.nextBatches(max: max, maxRecords: maxRecords) }
+        // Acknowledged records were handed out before, so they lie behind the cursor: reading
+        // does not need the pending acknowledgements committed.
+        try await perform(commitAcks: false) { (buffer) throws(BufferError) in
+            try buffer.nextBatches(max: max, maxRecords: maxRecords)
+        }
     }
 
-    /// See `DiskBuffer.rewind()`; ordered after everything queued before it.
+    /// See `DiskBuffer.rewind()`; ordered after everything queued before it (acknowledgements
+    /// included, so acknowledged records are not handed out again).
     public func rewind() async {
         _ = try? await perform { (buffer) throws(BufferError) in buffer.rewind() }
     }
@@ -120,10 +128,10 @@ public final class BufferWriter: Sendable {
         }
     }
 
-    private func perform<T: Sendable>(failOnAckError: Bool = false,
+    private func perform<T: Sendable>(failOnAckError: Bool = false, commitAcks: Bool = true,
                                       _ body: @escaping @Sendable (DiskBuffer) throws(BufferError) -> T) async throws(BufferError) -> T {
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, BufferError>, Never>) in
-            engine.enqueue(.job { buffer, ackError in
+            engine.enqueue(.job(commitAcks: commitAcks) { buffer, ackError in
                 if failOnAckError, let ackError {
                     continuation.resume(returning: .failure(ackError))
                     return
@@ -147,8 +155,9 @@ final class Engine: Sendable {
     enum Work: Sendable {
         case append([PollBatch], records: Int, Completion)
         case ack([ClosedRange<UInt64>])
-        /// Runs on the writer thread after the preceding writes, with their ack error if any.
-        case job(@Sendable (DiskBuffer, BufferError?) -> Void)
+        /// Runs on the writer thread after the preceding writes (and, with `commitAcks`, the
+        /// pending acknowledgements), with their ack error if any.
+        case job(commitAcks: Bool, @Sendable (DiskBuffer, BufferError?) -> Void)
         case close((@Sendable () -> Void)?)
     }
 
@@ -169,14 +178,16 @@ final class Engine: Sendable {
     private let maxPendingRecords: Int
     private let maxRecordsPerCommit: Int
     private let linger: Duration
+    private let ackDelay: Duration
 
     init(buffer: DiskBuffer, drops: AsyncStream<BufferDrop>.Continuation, maxPendingRecords: Int,
-         maxRecordsPerCommit: Int, linger: Duration) {
+         maxRecordsPerCommit: Int, linger: Duration, ackDelay: Duration) {
         self.buffer = buffer
         self.dropsContinuation = drops
         self.maxPendingRecords = max(1, maxPendingRecords)
         self.maxRecordsPerCommit = max(1, maxRecordsPerCommit)
         self.linger = linger
+        self.ackDelay = ackDelay
     }
 
     var pendingRecords: Int { state.withLock { $0.pendingRecords } }
@@ -236,8 +247,22 @@ final class Engine: Sendable {
     /// The writer thread.
     func run() {
         var running = true
+        // Acknowledgements waiting for a commit of new records, and since when.
+        var heldAcks: [ClosedRange<UInt64>] = []
+        var heldSince = ContinuousClock.now
         while running {
-            wake.wait()
+            if heldAcks.isEmpty {
+                wake.wait()
+            } else {
+                let left = ackDelay - (ContinuousClock.now - heldSince)
+                let nanos = max(0, left.milliseconds) * 1_000_000
+                if wake.wait(timeout: .now() + .nanoseconds(Int(clamping: nanos))) == .timedOut {
+                    // Nothing else came: commit the acknowledgements on their own.
+                    _ = process([], overflow: 0, heldAcks: heldAcks, holdAcks: false)
+                    heldAcks.removeAll()
+                    continue
+                }
+            }
             if linger > .zero {
                 let (hasAppends, pending) = state.withLock { s in
                     (s.queue.contains { if case .append = $0 { true } else { false } }, s.pendingRecords)
@@ -254,16 +279,22 @@ final class Engine: Sendable {
                 s.overflowRecords = 0
                 return (items, overflow)
             }
-            running = process(items, overflow: overflow)
+            let hadAcks = !heldAcks.isEmpty
+            let outcome = process(items, overflow: overflow, heldAcks: heldAcks, holdAcks: ackDelay > .zero)
+            running = outcome.running
+            heldAcks = outcome.heldAcks
+            if !hadAcks && !heldAcks.isEmpty { heldSince = .now }
         }
     }
 
-    /// Processes `items` in order; consecutive appends and acks share one commit. Returns false
-    /// after a close.
-    private func process(_ items: [Work], overflow: Int) -> Bool {
+    /// Processes `items` in order; consecutive appends and acks share one commit. With `holdAcks`,
+    /// acknowledgements with no new records to ride along with are handed back instead of being
+    /// committed. `running` is false after a close.
+    private func process(_ items: [Work], overflow: Int, heldAcks: [ClosedRange<UInt64>],
+                         holdAcks: Bool) -> (running: Bool, heldAcks: [ClosedRange<UInt64>]) {
         var submissions: [[PollBatch]] = []
         var completions: [(Completion, Int)] = []
-        var acks: [ClosedRange<UInt64>] = []
+        var acks: [ClosedRange<UInt64>] = heldAcks
         var groupRecords = 0
         var lastAckError: BufferError?
         var overflowToCount = overflow
@@ -307,8 +338,10 @@ final class Engine: Sendable {
                 groupRecords += records
             case .ack(let ranges):
                 acks.append(contentsOf: ranges)
-            case .job(let body):
-                commit()
+            case .job(let commitAcks, let body):
+                if commitAcks || !submissions.isEmpty || overflowToCount > 0 || !holdAcks {
+                    commit()
+                }
                 body(buffer, lastAckError)
             case .close(let done):
                 commit()
@@ -323,10 +356,13 @@ final class Engine: Sendable {
                 dropsContinuation.finish()
                 done?()
                 for waiter in waiters { waiter() }
-                return false
+                return (false, [])
             }
         }
+        if holdAcks && submissions.isEmpty && overflowToCount == 0 {
+            return (true, acks)
+        }
         commit()
-        return true
+        return (true, [])
     }
 }

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 import UplinkCore
 @testable import Buffer
 
@@ -12,7 +13,7 @@ final class WriterHold: Sendable {
     private let entered = DispatchSemaphore(value: 0)
     init(_ writer: BufferWriter) {
         let gate = self.gate, entered = self.entered
-        writer.engine.enqueue(.job { _, _ in
+        writer.engine.enqueue(.job(commitAcks: true) { _, _ in
             entered.signal()
             gate.wait()
         })
@@ -159,5 +160,51 @@ struct BufferWriterTests {
         await #expect(throws: BufferError.closed) { try await writer.nextBatches(max: 1) }
         // The directory lock is released: the next agent can open it.
         #expect(try DiskBuffer(stateDirectory: dir).stats().backlogRecords == 7)
+    }
+
+    @Test func withAnAckDelayAcknowledgementsRideAlongWithTheNextCommitOfNewRecords() async throws {
+        let dir = freshDirectory()
+        let writer = BufferWriter(buffer: try DiskBuffer(stateDirectory: dir), ackDelay: .seconds(30))
+        try await writer.append([makeBatch("a"), makeBatch("b")])
+        let out = try await writer.nextBatches(max: 2)
+        let commitsBefore = writer.commits
+        writer.acknowledge(out.map(\.seqs))
+        // Reading on does not commit them, and they are not handed out again.
+        #expect(try await writer.nextBatches(max: 10).isEmpty)
+        #expect(writer.commits == commitsBefore, "the acknowledgements got a commit of their own")
+        #expect(try DiskBuffer.readStats(stateDirectory: dir).backlogRecords == 6)
+        // The next records carry them: one commit for both.
+        try await writer.append([makeBatch("c")])
+        #expect(writer.commits == commitsBefore + 1)
+        let onDisk = try DiskBuffer.readStats(stateDirectory: dir)
+        #expect(onDisk.backlogRecords == 3)
+        #expect(onDisk.ackedRecords == 6)
+        await writer.close()
+    }
+
+    @Test func withAnAckDelayLoneAcknowledgementsAreCommittedAfterIt() async throws {
+        let dir = freshDirectory()
+        let writer = BufferWriter(buffer: try DiskBuffer(stateDirectory: dir), ackDelay: .milliseconds(200))
+        try await writer.append([makeBatch("a")])
+        let out = try await writer.nextBatches(max: 1)
+        writer.acknowledge(out[0].seqs)
+        let committed = await TestSupport.waitUntil(timeout: 5, interval: 0.05) {
+            (try? DiskBuffer.readStats(stateDirectory: dir).backlogRecords) == 0
+        }
+        #expect(committed, "lone acknowledgements were never committed")
+        await writer.close()
+    }
+
+    @Test func statsAndFlushCommitPendingAcknowledgements() async throws {
+        let dir = freshDirectory()
+        let writer = BufferWriter(buffer: try DiskBuffer(stateDirectory: dir), ackDelay: .seconds(30))
+        try await writer.append([makeBatch("a"), makeBatch("b")])
+        let out = try await writer.nextBatches(max: 2)
+        writer.acknowledge(out[0].seqs)
+        #expect(try await writer.stats().backlogRecords == 3)
+        writer.acknowledge(out[1].seqs)
+        try await writer.flush()
+        #expect(try DiskBuffer.readStats(stateDirectory: dir).backlogRecords == 0)
+        await writer.close()
     }
 }
