@@ -5,14 +5,16 @@
 #   bash Benchmarks/e2e.sh throughput   # max points/s delivered (DEVICES x SIGNALS @ INTERVAL, for DURATION s)
 #   bash Benchmarks/e2e.sh steady       # CPU and peak RSS at 10 x 100 @ 1s for DURATION s (default 300)
 #   bash Benchmarks/e2e.sh drain        # backlog drain rate after an OUTAGE-second broker outage (default 600) at 10 x 100 @ 1s
-# Environment overrides: DEVICES SIGNALS INTERVAL DURATION OUTAGE. Prints one summary line per run.
+# Environment overrides: DEVICES SIGNALS INTERVAL DURATION OUTAGE, and UPLINK (another uplink binary
+# to measure, e.g. an older build or a --static-swift-stdlib one). Prints one summary line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-throughput}"
 export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release --quiet --product uplink
-swift build -c release --quiet --product uplink-sim
-bin="$(swift build -c release --show-bin-path)"
+swift build -c release --static-swift-stdlib --quiet --product uplink
+swift build -c release --static-swift-stdlib --quiet --product uplink-sim
+bin="$(swift build -c release --static-swift-stdlib --show-bin-path)"
+agent_bin="${UPLINK:-$bin/uplink}"
 py="$(command -v python3)"
 
 case "$mode" in
@@ -75,7 +77,7 @@ field() { "$py" -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 tick=$(getconf CLK_TCK)
 
 if [ "$mode" = drain ]; then kill "$broker_pid"; wait "$broker_pid" 2>/dev/null || true; fi
-"$bin/uplink" run "$work/agent.yaml" --state-dir "$work/state" > "$work/uplink.log" 2>&1 & agent=$!; pids+=($agent)
+"$agent_bin" run "$work/agent.yaml" --state-dir "$work/state" > "$work/uplink.log" 2>&1 & agent=$!; pids+=($agent)
 start=$(date +%s.%N)
 
 if [ "$mode" = drain ]; then

@@ -17,7 +17,7 @@ trap cleanup EXIT
 
 build_release() {
   for product in uplink uplink-sim uplink-bench; do
-    swift build -c release --quiet --scratch-path "$scratch" --product "$product"
+    swift build -c release --static-swift-stdlib --quiet --scratch-path "$scratch" --product "$product"
   done
 }
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
