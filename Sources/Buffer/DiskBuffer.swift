@@ -517,10 +517,10 @@ final class Core {
         if lastError.isFull {
             // Disk (or maxFileBytes) full. Every transaction, even a deleting one, needs room in
             // the WAL: give the reserve back, checkpoint, and work in pieces small enough for
-            // that room, checkpointing after each. Acknowledgements first, then (drop-oldest) the
-            // oldest records, a tenth of the backlog (at least twice the incoming size); then cap
-            // the backlog where it stands, so the file stops growing and new records reuse the
-            // freed pages. The cap stays until the disk has room again (`recoverFromFullDisk`).
+            // that room. Acknowledgements first, then (drop-oldest) the oldest records, a tenth of
+            // the backlog (at least twice the incoming size); then cap the backlog where it
+            // stands, so the file stops growing and new records reuse the freed pages. The cap
+            // stays until the disk has room again (`recoverFromFullDisk`).
             relieveFullDisk()
             let backlogAtFull = meta.backlogBytes
             let incoming = submissions.joined().reduce(Int64(0)) { total, batch in
@@ -528,75 +528,24 @@ final class Core {
             }
             let target = options.overflowPolicy == .dropOldest
                 ? max(0, backlogAtFull - max(2 * incoming, backlogAtFull / 10, 16 * 1024)) : backlogAtFull
-            var unackedPieces: [ClosedRange<UInt64>] = []
-            let stored = acks.compactMap { range -> ClosedRange<UInt64>? in
-                let low = max(range.lowerBound, 1), high = min(range.upperBound, meta.nextSeq &- 1)
-                return low <= high ? low...high : nil
-            }
-            // A piece that does not fit is halved, down to one record: the room left may be small.
-            var queue = DiskBuffer.pieces(of: stored, records: reserve.pieceRecords)
-            while !queue.isEmpty {
-                let piece = queue.removeFirst()
-                do {
-                    let done = finish(try transact([], acks: [piece], allowInserts: true, now: now, extraDrops: []),
-                                      recover: false)
-                    ackedInPieces += done.ackedRecords
-                    extraDrops += done.drops
-                    try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
-                } catch {
-                    db.rollbackQuietly()
-                    lastError = error
-                    try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
-                    guard error.isFull, piece.count > 1 else {
-                        unackedPieces = [piece] + queue
-                        break
-                    }
-                    let middle = piece.lowerBound + UInt64(piece.count / 2)
-                    queue.insert(contentsOf: [piece.lowerBound...middle - 1, middle...piece.upperBound], at: 0)
-                }
-            }
+            let acked = acknowledgeInPieces(acks, now: now)
+            ackedInPieces = acked.records
+            extraDrops += acked.drops
+            if let error = acked.error { lastError = error }
             if options.overflowPolicy == .dropOldest {
-                var piece = Int64(reserve.pieceRecords) * 64
-                while meta.backlogBytes > target {
-                    do {
-                        var t = Transaction(meta: meta)
-                        try db.exec("BEGIN IMMEDIATE")
-                        var freed = try dropOldest(after: cursor, needed: piece, reason: .diskFull, meta: &t.meta, drops: &t.drops)
-                        if freed == 0 {
-                            freed = try dropOldest(after: 0, needed: piece, reason: .diskFull, meta: &t.meta, drops: &t.drops)
-                        }
-                        try t.meta.save(to: upsertMetaStmt)
-                        try db.exec("COMMIT")
-                        meta = t.meta
-                        metaDirty = false
-                        extraDrops += t.drops
-                        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
-                        if freed == 0 { break }
-                    } catch {
-                        db.rollbackQuietly()
-                        lastError = error
-                        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
-                        guard error.isFull, piece > 64 else { break }
-                        piece /= 2
-                    }
-                }
+                let dropped = dropOldestInPieces(downTo: target)
+                extraDrops += dropped.drops
+                if let error = dropped.error { lastError = error }
             }
             diskCap = min(diskCap ?? .max, max(meta.backlogBytes, target))
-            do {
-                var done = finish(try transact(submissions, acks: [], allowInserts: true, now: now, extraDrops: extraDrops))
-                done.ackedRecords += ackedInPieces
-                if !unackedPieces.isEmpty { done.ackError = .diskFull("acknowledgements could not be stored: the disk is full") }
-                return done
-            } catch {
-                db.rollbackQuietly()
-                lastError = error
-            }
-            if lastError.isFull {
-                relieveFullDisk()
+            // The submissions under the cap; if even that does not fit, only the counters.
+            for allowInserts in [true, false] where allowInserts || lastError.isFull {
+                if !allowInserts { relieveFullDisk() }
                 do {
-                    var done = finish(try transact(submissions, acks: [], allowInserts: false, now: now, extraDrops: extraDrops))
+                    var done = finish(try transact(submissions, acks: [], allowInserts: allowInserts, now: now,
+                                                   extraDrops: extraDrops))
                     done.ackedRecords += ackedInPieces
-                    if !unackedPieces.isEmpty { done.ackError = .diskFull("acknowledgements could not be stored: the disk is full") }
+                    if acked.error != nil { done.ackError = .diskFull("acknowledgements could not be stored: the disk is full") }
                     return done
                 } catch {
                     db.rollbackQuietly()
@@ -639,17 +588,81 @@ final class Core {
 
     // MARK: Full disk
 
+    private func checkpointWAL() {
+        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    /// Commits `acks` a piece at a time, checkpointing after each; a piece that does not fit is
+    /// halved, down to one record. Stops at the first piece that cannot be committed (`error`).
+    private func acknowledgeInPieces(_ acks: [ClosedRange<UInt64>], now: Int64)
+        -> (records: Int, drops: [BufferDrop], error: SQLiteError?) {
+        var records = 0
+        var drops: [BufferDrop] = []
+        let stored = acks.compactMap { range -> ClosedRange<UInt64>? in
+            let low = max(range.lowerBound, 1), high = min(range.upperBound, meta.nextSeq &- 1)
+            return low <= high ? low...high : nil
+        }
+        var queue = DiskBuffer.pieces(of: stored, records: reserve.pieceRecords)
+        while !queue.isEmpty {
+            let piece = queue.removeFirst()
+            do {
+                let done = finish(try transact([], acks: [piece], allowInserts: true, now: now, extraDrops: []), recover: false)
+                records += done.ackedRecords
+                drops += done.drops
+                checkpointWAL()
+            } catch {
+                db.rollbackQuietly()
+                checkpointWAL()
+                guard error.isFull, piece.count > 1 else { return (records, drops, error) }
+                let middle = piece.lowerBound + UInt64(piece.count / 2)
+                queue.insert(contentsOf: [piece.lowerBound...middle - 1, middle...piece.upperBound], at: 0)
+            }
+        }
+        return (records, drops, nil)
+    }
+
+    /// Deletes the oldest records (not in flight first), counted `disk-full`, until the backlog is
+    /// at most `target` accounted bytes: a piece per transaction, checkpointing after each, halving
+    /// a piece that does not fit. Stops early at an error it cannot work around (`error`).
+    private func dropOldestInPieces(downTo target: Int64) -> (drops: [BufferDrop], error: SQLiteError?) {
+        var drops: [BufferDrop] = []
+        var piece = Int64(reserve.pieceRecords) * 64
+        while meta.backlogBytes > target {
+            do {
+                var t = Transaction(meta: meta)
+                try db.exec("BEGIN IMMEDIATE")
+                var freed = try dropOldest(after: cursor, needed: piece, reason: .diskFull, meta: &t.meta, drops: &t.drops)
+                if freed == 0 {
+                    freed = try dropOldest(after: 0, needed: piece, reason: .diskFull, meta: &t.meta, drops: &t.drops)
+                }
+                try t.meta.save(to: upsertMetaStmt)
+                try db.exec("COMMIT")
+                meta = t.meta
+                metaDirty = false
+                drops += t.drops
+                checkpointWAL()
+                if freed == 0 { break }
+            } catch {
+                db.rollbackQuietly()
+                checkpointWAL()
+                guard error.isFull, piece > 64 else { return (drops, error) }
+                piece /= 2
+            }
+        }
+        return (drops, nil)
+    }
+
     /// Frees what can be freed without a transaction: the reserve, then the WAL (checkpointed into
     /// the database file, whose freed pages it can reuse, and truncated).
     private func relieveFullDisk() {
         reserve.release()
-        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpointWAL()
     }
 
     /// After each commit while capped: keep the WAL empty, take the reserve back when there is room,
     /// and lift the cap once the disk has plenty of room again (an operator freed space).
     private func recoverFromFullDisk() {
-        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpointWAL()
         guard reserve.take() else { return }
         let capByFile = options.maxFileBytes.map {
             Core.fileSize(db.path) + Core.fileSize(db.path + "-wal") > $0 * 3 / 4
@@ -774,7 +787,7 @@ final class Core {
         closed = true
         for stmt in [insertStmt, upsertMetaStmt, deleteRangeStmt, scanStmt, readStmt, oldestStmt] { stmt.finalize() }
         // The last connection to close checkpoints the WAL into the database file.
-        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpointWAL()
         db.close()
         if lockFD >= 0 {
             systemClose(lockFD)

@@ -43,6 +43,8 @@ final class DiskReserve {
     @discardableResult
     func take() -> Bool {
         if held { return true }
+        // Asked after every commit while the disk is full: a statvfs, not an allocation attempt.
+        guard freeBytes >= size else { return false }
         let fd = systemOpen(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return false }
         defer { systemClose(fd) }

@@ -120,15 +120,8 @@ struct HTTPResponse {
 
 enum HTTP {
     static func request(port: Int, method: String, path: String, body: String = "") throws -> HTTPResponse {
-        let socket = try RawSocket(port: port, timeout: 5)
-        let request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-        try socket.send(Array(request.utf8))
-        let text = String(decoding: try socket.readToEnd(), as: UTF8.self)
-        guard let statusText = text.split(separator: " ").dropFirst().first, let status = Int(statusText),
-              let split = text.range(of: "\r\n\r\n") else {
-            throw TestError.failed("bad HTTP response: \(text)")
-        }
-        return HTTPResponse(status: status, body: String(text[split.upperBound...]))
+        let response = try HTTPClient.request(port: port, method: method, path: path, body: body, timeout: 5)
+        return HTTPResponse(status: response.status, body: response.body)
     }
 }
 
