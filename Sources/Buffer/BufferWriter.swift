@@ -306,9 +306,13 @@ final class Engine: Sendable {
             overflowToCount = 0
             lastAckError = outcome.ackError
             for drop in outcome.drops { dropsContinuation.yield(drop) }
-            var released = 0
-            for (index, (completion, records)) in completions.enumerated() {
-                released += records
+            // Counted before the completions run, so a producer that was told "committed" sees it.
+            let released = completions.reduce(0) { $0 + $1.1 }
+            state.withLock { s in
+                s.pendingRecords -= released
+                s.commits += 1
+            }
+            for (index, (completion, _)) in completions.enumerated() {
                 // Drops caused by the whole commit (old records pushed out) go to the first
                 // submission's result; per-submission losses are in its own result.
                 let shared = index == 0 ? outcome.drops : []
@@ -318,10 +322,6 @@ final class Engine: Sendable {
                 case .rejected(let error), .failed(let error):
                     completion(.failure(error))
                 }
-            }
-            state.withLock { s in
-                s.pendingRecords -= released
-                s.commits += 1
             }
             submissions.removeAll()
             completions.removeAll()
